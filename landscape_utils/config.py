@@ -1,0 +1,126 @@
+"""Training configuration: one frozen dataclass whose defaults are the only defaults.
+
+A configuration is checked when it is made, so bad values fail before any data is read
+or any step is taken, and it hashes to the key of its run directory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, fields
+from typing import Any
+
+from .models import MODELS
+
+# Bump when a change to training makes old runs invalid: every cached run key changes.
+CACHE_VERSION = 1
+
+OPTIMIZERS = ("sgd", "adam")
+DEVICES = ("cpu", "cuda")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training run. Defaults reproduce the study: 3 epochs of SGD with momentum.
+
+    Attributes:
+        arch: architecture name, a key of ``landscape_utils.models.MODELS``.
+        epochs: passes over the training set.
+        max_steps: stop after this many optimiser steps in total (``None``: no cap);
+            lets a smoke run train for a fraction of an epoch.
+        train_size: train on a seeded subset of this many examples (``None``: all 60,000).
+        subset_seed: seed choosing that subset.
+        batch_size: examples per optimiser step.
+        optimizer: ``"sgd"`` (with momentum) or ``"adam"``.
+        lr: learning rate (the step size the dynamics analysis needs).
+        momentum: SGD momentum (ignored by Adam).
+        weight_decay: L2 penalty coefficient.
+        init_seed: seed of the parameter initialisation.
+        data_seed: seed of the data order (shuffling each epoch).
+        device: ``"cpu"`` or ``"cuda"``.
+    """
+
+    arch: str = "cnn"
+    epochs: int = 3
+    max_steps: int | None = None
+    train_size: int | None = None
+    subset_seed: int = 0
+    batch_size: int = 64
+    optimizer: str = "sgd"
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    init_seed: int = 0
+    data_seed: int = 0
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        problems = config_problems(self)
+        if problems:
+            raise ValueError("invalid training configuration: " + "; ".join(problems))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        """Build from a mapping, rejecting unknown keys by name.
+
+        Raises:
+            ValueError: unknown keys (the message lists the valid ones) or bad values.
+        """
+        unknown = sorted(set(values) - {f.name for f in fields(cls)})
+        if unknown:
+            raise ValueError(f"unknown training option(s) {unknown}; valid: "
+                             f"{', '.join(f.name for f in fields(cls))}")
+        return cls(**values)
+
+    def key(self) -> str:
+        """Hash of the full configuration and the cache version: the run's directory key."""
+        payload = json.dumps({"cache_version": CACHE_VERSION, **self.to_dict()}, sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+    def run_name(self) -> str:
+        return f"{self.arch}-i{self.init_seed}-d{self.data_seed}-{self.key()}"
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def config_problems(cfg: TrainConfig) -> list[str]:
+    """Every problem with ``cfg``, as readable sentences (empty when valid)."""
+    p: list[str] = []
+    if cfg.arch not in MODELS:
+        p.append(f"unknown architecture {cfg.arch!r} (valid: {', '.join(sorted(MODELS))})")
+    for name in ("epochs", "batch_size"):
+        v = getattr(cfg, name)
+        if not _is_int(v) or v < 1:
+            p.append(f"{name} must be a positive integer, got {v!r}")
+    for name in ("max_steps", "train_size"):
+        v = getattr(cfg, name)
+        if v is not None and (not _is_int(v) or v < 1):
+            p.append(f"{name} must be a positive integer or None, got {v!r}")
+    if _is_int(cfg.train_size) and cfg.train_size > 60000:
+        p.append(f"train_size must be at most 60000, got {cfg.train_size}")
+    for name in ("subset_seed", "init_seed", "data_seed"):
+        v = getattr(cfg, name)
+        if not _is_int(v) or v < 0:
+            p.append(f"{name} must be a non-negative integer, got {v!r}")
+    if cfg.optimizer not in OPTIMIZERS:
+        p.append(f"optimizer must be one of {OPTIMIZERS}, got {cfg.optimizer!r}")
+    if not _is_number(cfg.lr) or not cfg.lr > 0 or cfg.lr != cfg.lr or cfg.lr == float("inf"):
+        p.append(f"lr must be a positive finite number, got {cfg.lr!r}")
+    if not _is_number(cfg.momentum) or not 0 <= cfg.momentum < 1:
+        p.append(f"momentum must be in [0, 1), got {cfg.momentum!r}")
+    if not _is_number(cfg.weight_decay) or not 0 <= cfg.weight_decay < float("inf"):
+        p.append(f"weight_decay must be a non-negative finite number, got {cfg.weight_decay!r}")
+    if cfg.device not in DEVICES:
+        p.append(f"device must be one of {DEVICES}, got {cfg.device!r}")
+    return p
