@@ -188,3 +188,19 @@ def check_arch(arch: Any) -> str:
 def output_dir(profile: str) -> Path:
     """``outputs/<profile>/``: results, figures, executed notebooks and the report."""
     return OUTPUTS_DIR / profile
+
+
+def notebook_settings(arch: Any, profile: Any, overrides: Any) -> StudyConfig:
+    """Validate a notebook's parameters cell; return the study settings it selects.
+
+    Raises:
+        ValueError: unknown architecture or profile (valid ones listed), overrides that are
+            not a dict, unknown setting names, or bad values.
+    """
+    if arch is not None:
+        check_arch(arch)
+    if not isinstance(profile, str):
+        raise ValueError(f"profile must be a string such as 'full' or 'smoke', got {profile!r}")
+    if not isinstance(overrides, dict):
+        raise ValueError(f"overrides must be a dict of study settings, got {overrides!r}")
+    return load_study(profile, overrides)

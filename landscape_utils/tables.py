@@ -1,0 +1,32 @@
+"""Markdown tables and number formats shared by the notebooks and the report text."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+
+def fmt(value: float | None, spec: str = ".3g") -> str:
+    """One number as the report shows it ("—" for None)."""
+    return "—" if value is None else format(value, spec)
+
+
+def fmt_interval(iv: Mapping[str, Any], spec: str = ".3g") -> str:
+    """``mean [low, high]`` from an interval dict (``experiments.interval_dict``)."""
+    if iv["n"] < 2:
+        return f"{fmt(iv['mean'], spec)} (single run)"
+    return f"{fmt(iv['mean'], spec)} [{fmt(iv['low'], spec)}, {fmt(iv['high'], spec)}]"
+
+
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A GitHub-style Markdown table; cells are shown with ``str``.
+
+    Raises:
+        ValueError: a row whose length differs from the headers'.
+    """
+    for row in rows:
+        if len(row) != len(headers):
+            raise ValueError(f"row {list(row)} has {len(row)} cells; expected {len(headers)}")
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |" for row in rows]
+    return "\n".join(lines)
