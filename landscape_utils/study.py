@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -20,7 +21,7 @@ from .data import REPO_ROOT
 from .models import MODELS
 
 PROFILES_DIR = REPO_ROOT / "profiles"
-OUTPUTS_DIR = REPO_ROOT / "outputs"
+ENV_OUTPUTS_DIR = "LANDSCAPE_OUTPUTS"
 
 
 @dataclass(frozen=True)
@@ -186,8 +187,11 @@ def check_arch(arch: Any) -> str:
 
 
 def output_dir(profile: str) -> Path:
-    """``outputs/<profile>/``: results, figures, executed notebooks and the report."""
-    return OUTPUTS_DIR / profile
+    """``<outputs>/<profile>/``: results, figures, executed notebooks and the report.
+
+    ``<outputs>`` is ``$LANDSCAPE_OUTPUTS`` when set, else the repository's ``outputs/``.
+    """
+    return Path(os.environ.get(ENV_OUTPUTS_DIR) or REPO_ROOT / "outputs").resolve() / profile
 
 
 def notebook_settings(arch: Any, profile: Any, overrides: Any) -> StudyConfig:
