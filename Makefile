@@ -6,6 +6,8 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 ARCHS := mlp cnn rescnn
+# Notebooks run side by side by the study runner.
+JOBS ?= 2
 # Where MNIST lives (the folder holding MNIST/raw/); empty: $$LANDSCAPE_DATA or ./data,
 # downloaded by torchvision when missing.
 DATA ?=
@@ -32,7 +34,7 @@ env: $(VENV)/.stamp ## create the virtual environment from pyproject.toml (once)
 STUDY_SOURCES := $(wildcard landscape_utils/*.py notebooks/*.ipynb)
 
 outputs/%/report.html: $(VENV)/.stamp $(STUDY_SOURCES) profiles/%.toml
-	$(PY) -m landscape_utils.pipeline --profile $*
+	$(PY) -m landscape_utils.pipeline --profile $* --jobs $(JOBS)
 
 report: outputs/full/report.html ## the main job: the full study (3 seeds x 3 models) -> outputs/full/report.html
 	@echo "report: $(abspath $<)"

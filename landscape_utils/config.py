@@ -15,7 +15,7 @@ from typing import Any
 from .models import MODELS
 
 # Bump when a change to training makes old runs invalid: every cached run key changes.
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 OPTIMIZERS = ("sgd", "adam")
 DEVICES = ("cpu", "cuda")

@@ -13,8 +13,10 @@ Usage: python -m landscape_utils.pipeline --profile smoke [--archs mlp cnn] [--s
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import hashlib
 import json
+import multiprocessing
 import os
 import sys
 import time
@@ -85,8 +87,10 @@ def check_parameters(notebook: str, parameters: dict[str, Any]) -> None:
 
 def run_notebook(notebook: str, profile: str, arch: str | None, overrides: dict[str, Any],
                  upstream: Sequence[Path] = (), force: bool = False,
-                 extra: dict[str, Any] | None = None) -> tuple[Path, bool]:
+                 extra: dict[str, Any] | None = None, threads: int | None = None) -> tuple[Path, bool]:
     """Execute one notebook unless its stamp is current; return (output path, whether it ran).
+
+    ``threads`` caps the kernel's math threads (for notebooks running side by side).
 
     Raises:
         NotebookFailed: the notebook raised; the message names the output notebook.
@@ -105,6 +109,9 @@ def run_notebook(notebook: str, profile: str, arch: str | None, overrides: dict[
     check_parameters(notebook, parameters)
     out.parent.mkdir(parents=True, exist_ok=True)
     stamp_path.unlink(missing_ok=True)
+    if threads is not None:
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ[var] = str(threads)  # read by the kernel's torch at start-up
     label = f"{notebook} [{arch or 'all'}, {profile}]"
     print(f"running {label}", file=sys.stderr, flush=True)
     started = time.time()
@@ -120,12 +127,39 @@ def run_notebook(notebook: str, profile: str, arch: str | None, overrides: dict[
     return out, True
 
 
+def waves(notebooks: Sequence[str]) -> list[list[str]]:
+    """The notebooks grouped so that each group needs only earlier groups (for parallel runs)."""
+    level: dict[str, int] = {}
+    for nb in PROBE_NOTEBOOKS:  # listed in an order where upstream comes first
+        level[nb] = 1 + max((level[u] for u in UPSTREAM[nb]), default=-1)
+    groups: dict[int, list[str]] = {}
+    for nb in notebooks:
+        groups.setdefault(level[nb], []).append(nb)
+    return [groups[k] for k in sorted(groups)]
+
+
+def _run_wave(tasks: list[tuple], jobs: int) -> None:
+    if jobs <= 1 or len(tasks) <= 1:
+        for task in tasks:
+            run_notebook(*task)
+        return
+    # Forked workers inherit the imported papermill; no kernel exists yet in this process.
+    threads = max(1, (os.cpu_count() or 1) // min(jobs, len(tasks)))
+    ctx = multiprocessing.get_context("fork")
+    with concurrent.futures.ProcessPoolExecutor(min(jobs, len(tasks)), mp_context=ctx) as pool:
+        futures = [pool.submit(run_notebook, *task, None, threads) for task in tasks]
+        errors = [f.exception() for f in futures if f.exception() is not None]
+    if errors:
+        raise errors[0]
+
+
 def run_study(profile: str, archs: Sequence[str], overrides: dict[str, Any] | None = None,
               notebooks: Sequence[str] | None = None, force: bool = False,
-              report: bool = True) -> Path | None:
+              report: bool = True, jobs: int = 1) -> Path | None:
     """Run every out-of-date notebook of ``profile`` for ``archs``, then build the report.
 
-    Settings are checked first, so bad ones fail before any notebook runs.
+    Settings are checked first, so bad ones fail before any notebook runs. With ``jobs`` > 1,
+    independent notebooks run side by side in that many processes.
 
     Returns:
         The report's path (``None`` when ``report`` is False).
@@ -140,12 +174,11 @@ def run_study(profile: str, archs: Sequence[str], overrides: dict[str, Any] | No
     unknown = sorted(set(chosen) - set(PROBE_NOTEBOOKS) - {SUMMARY_NOTEBOOK})
     if unknown:
         raise ValueError(f"unknown notebook(s) {unknown}; valid: {', '.join(PROBE_NOTEBOOKS + (SUMMARY_NOTEBOOK,))}")
-    for notebook in PROBE_NOTEBOOKS:
-        if notebook not in chosen:
-            continue
-        for arch in archs:
-            upstream = [executed_path(profile, arch, u) for u in UPSTREAM[notebook]]
-            run_notebook(notebook, profile, arch, overrides, upstream, force)
+    import papermill  # noqa: F401  (imported once, before any worker is forked)
+
+    for wave in waves([nb for nb in PROBE_NOTEBOOKS if nb in chosen]):
+        _run_wave([(nb, profile, arch, overrides, [executed_path(profile, arch, u) for u in UPSTREAM[nb]], force)
+                   for nb in wave for arch in archs], jobs)
     if not report:
         return None
     upstream = [executed_path(profile, a, n) for n in PROBE_NOTEBOOKS for a in archs]
@@ -181,10 +214,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="override study settings, e.g. --set seeds=[0,1] lr=0.02")
     parser.add_argument("--force", action="store_true", help="re-run even up-to-date notebooks")
+    parser.add_argument("--jobs", "-j", type=int, default=os.cpu_count() or 1,
+                        help="notebooks run side by side (default: number of cores)")
     args = parser.parse_args(argv)
     try:
         run_study(args.profile, args.archs, _parse_set(args.set), args.notebooks, args.force,
-                  report=args.notebooks is None)
+                  report=args.notebooks is None, jobs=args.jobs)
     except (ValueError, NotebookFailed) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -27,6 +27,8 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str
     for row in rows:
         if len(row) != len(headers):
             raise ValueError(f"row {list(row)} has {len(row)} cells; expected {len(headers)}")
-    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    lines += ["| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |" for row in rows]
-    return "\n".join(lines)
+
+    def cells(values: Sequence[Any]) -> str:
+        return "| " + " | ".join(str(c).replace("|", "\\|") for c in values) + " |"
+
+    return "\n".join([cells(headers), "|" + "---|" * len(headers), *map(cells, rows)])

@@ -28,7 +28,7 @@ def smoke(tmp_path_factory):
     mp.setenv("LANDSCAPE_OUTPUTS", str(outputs))
     mp.setenv("LANDSCAPE_RUNS", str(outputs / "runs"))
     try:
-        html_path = pipeline.run_study("smoke", ARCHS)
+        html_path = pipeline.run_study("smoke", ARCHS, jobs=2)
         yield outputs / "smoke", html_path
     finally:
         mp.undo()
