@@ -93,7 +93,7 @@ def curvature_of(model: nn.Module, probe: ProbeData, cfg: StudyConfig, density: 
     training probe set."""
     data = probe.train.data
     top = lanczos_top_eigs(model, LOSS, data, _generator(cfg.curvature_seed), k=cfg.lanczos_k, tol=cfg.lanczos_tol)
-    bottom = lanczos_top_eigs(model, LOSS, data, _generator(cfg.curvature_seed), k=1, tol=cfg.lanczos_tol,
+    bottom = lanczos_top_eigs(model, LOSS, data, _generator(cfg.curvature_seed), k=1, tol=cfg.smallest_tol,
                               which="smallest")
     power = power_iteration_top_eig(model, LOSS, data, _generator(cfg.curvature_seed), tol=cfg.power_tol,
                                     max_iter=cfg.power_max_iter)

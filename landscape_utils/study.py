@@ -32,8 +32,8 @@ class StudyConfig:
         seeds, epochs, max_steps, train_size, batch_size, lr, momentum.
     Fixed probe samples (seeded subsets of the train and test splits):
         probe_train_size, probe_test_size, probe_seed.
-    Curvature: lanczos_k, lanczos_tol, power_tol, power_max_iter, trace_probes,
-        slq_vectors, slq_steps, curvature_seed.
+    Curvature: lanczos_k, lanczos_tol, smallest_tol (λmin only needs its sign and size),
+        power_tol, power_max_iter, trace_probes, slq_vectors, slq_steps, curvature_seed.
     Flatness: isotropic_sigmas (absolute noise std), relative_sigmas (noise relative to
         filter norms / weight magnitudes), flatness_draws, flatness_seed.
     Slices: slice_radius, slice_points (odd, so alpha = 0 is on the grid),
@@ -49,26 +49,27 @@ class StudyConfig:
     batch_size: int = 64
     lr: float = 0.01
     momentum: float = 0.9
-    probe_train_size: int = 2048
-    probe_test_size: int = 2048
+    probe_train_size: int = 1024
+    probe_test_size: int = 1024
     probe_seed: int = 0
     lanczos_k: int = 3
     lanczos_tol: float = 1e-4
+    smallest_tol: float = 1e-2
     power_tol: float = 1e-3
     power_max_iter: int = 100
-    trace_probes: int = 48
-    slq_vectors: int = 3
-    slq_steps: int = 40
+    trace_probes: int = 24
+    slq_vectors: int = 2
+    slq_steps: int = 24
     curvature_seed: int = 0
     isotropic_sigmas: tuple[float, ...] = (0.003, 0.01, 0.03)
     relative_sigmas: tuple[float, ...] = (0.01, 0.03, 0.1)
-    flatness_draws: int = 24
+    flatness_draws: int = 16
     flatness_seed: int = 0
     slice_radius: float = 0.05
-    slice_points: int = 21
-    slice_directions: int = 3
+    slice_points: int = 17
+    slice_directions: int = 2
     surface_radius: float = 0.5
-    surface_points: int = 13
+    surface_points: int = 9
     direction_seed: int = 0
     path_points: int = 25
 
@@ -134,7 +135,7 @@ def study_problems(cfg: StudyConfig) -> list[str]:
         p.append("flatness_draws must be at least 2 (an interval needs two draws)")
     if cfg.path_points < 3:
         p.append(f"path_points must be at least 3, got {cfg.path_points}")
-    for name in ("lanczos_tol", "power_tol", "slice_radius", "surface_radius"):
+    for name in ("lanczos_tol", "smallest_tol", "power_tol", "slice_radius", "surface_radius"):
         v = getattr(cfg, name)
         if not (v > 0 and math.isfinite(v)):
             p.append(f"{name} must be a positive finite number, got {v}")
