@@ -53,10 +53,10 @@ train: $(foreach a,$(ARCHS),outputs/train/$(a).txt) ## only train the three mode
 	@for a in $(ARCHS); do printf '%-7s %s\n' $$a "$$(cat outputs/train/$$a.txt)"; done
 
 test: $(VENV)/.stamp ## run the test suite (creates the environment if missing)
-	$(PY) -m pytest -q
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q
 
 outputs/bench/results.json: $(VENV)/.stamp $(wildcard benchmarks/*.py landscape_utils/*.py)
-	$(PY) benchmarks/run_all.py
+	OMP_NUM_THREADS=1 $(PY) benchmarks/run_all.py
 
 bench: outputs/bench/results.json ## benchmark against baselines in one run -> outputs/bench/results.json
 

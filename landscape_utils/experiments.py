@@ -88,9 +88,9 @@ def training_summary(runs: Sequence[Run], probe: ProbeData, cfg: StudyConfig) ->
 
 
 def curvature_of(model: nn.Module, probe: ProbeData, cfg: StudyConfig, density: bool = False) -> dict[str, Any]:
-    """Top-k and smallest eigenvalues (Lanczos), power iteration (the study's method),
-    Hutchinson and Hutch++ traces, and optionally the SLQ spectral density, on the fixed
-    training probe set."""
+    """Top-k and smallest eigenvalues (Lanczos), power iteration (the study's method) and the
+    Hutchinson trace on the fixed training probe set; with ``density``, also the Hutch++
+    trace and the SLQ spectral density."""
     data = probe.train.data
     top = lanczos_top_eigs(model, LOSS, data, _generator(cfg.curvature_seed), k=cfg.lanczos_k, tol=cfg.lanczos_tol)
     bottom = lanczos_top_eigs(model, LOSS, data, _generator(cfg.curvature_seed), k=1, tol=cfg.smallest_tol,
@@ -98,14 +98,15 @@ def curvature_of(model: nn.Module, probe: ProbeData, cfg: StudyConfig, density: 
     power = power_iteration_top_eig(model, LOSS, data, _generator(cfg.curvature_seed), tol=cfg.power_tol,
                                     max_iter=cfg.power_max_iter)
     trace = hutchinson_trace(model, LOSS, data, _generator(cfg.curvature_seed), n_probes=cfg.trace_probes)
-    trace_pp = hutchpp_trace(model, LOSS, data, _generator(cfg.curvature_seed), n_hvp=cfg.trace_probes)
     out = {
         "lambda_max": top.eigenvalues[0], "top": top.to_dict(), "smallest": bottom.to_dict(),
         "lambda_min": bottom.eigenvalues[0], "power": power.to_dict(),
         "power_relative_error": abs(power.eigenvalue - top.eigenvalues[0]) / abs(top.eigenvalues[0]),
-        "trace": trace.to_dict(), "trace_hutchpp": trace_pp.to_dict(),
+        "trace": trace.to_dict(),
     }
-    if density:
+    if density:  # the extra views of the spectrum, for one run
+        out["trace_hutchpp"] = hutchpp_trace(model, LOSS, data, _generator(cfg.curvature_seed),
+                                             n_hvp=cfg.trace_probes).to_dict()
         out["density"] = slq_spectral_density(model, LOSS, data, _generator(cfg.curvature_seed),
                                               n_vectors=cfg.slq_vectors, n_steps=cfg.slq_steps).to_dict()
     return out

@@ -196,8 +196,9 @@ def plot_surface(alphas: np.ndarray, betas: np.ndarray, losses: np.ndarray, arch
 
 
 def plot_intervals(intervals: Mapping[str, Interval], ylabel: str, title: str,
-                   reported: Mapping[str, float] | None = None, log: bool = False, ax=None) -> Figure:
-    """Means with 95% intervals per architecture; optional reported values as crosses."""
+                   reported: Mapping[str, float] | None = None, log: bool = False, ax=None,
+                   over: str = "seeds") -> Figure:
+    """Means with 95% intervals per architecture (over ``over``); reported values as crosses."""
     fig = ax.figure if ax is not None else plt.figure(figsize=(5.2, 3.6))
     ax = ax or fig.add_subplot()
     names = list(intervals)
@@ -205,7 +206,7 @@ def plot_intervals(intervals: Mapping[str, Interval], ylabel: str, title: str,
         iv = intervals[name]
         ax.errorbar([i], [iv.mean], yerr=[[iv.mean - iv.low], [iv.high - iv.mean]], fmt="o",
                     color=ARCH_COLORS.get(name, f"C{i}"), capsize=6, ms=7,
-                    label="this study: mean, 95% interval over seeds" if i == 0 else None)
+                    label=f"this study: mean, 95% interval over {over}" if i == 0 else None)
         if reported and name in reported:
             ax.plot([i], [reported[name]], "kx", ms=9, mew=2,
                     label="original write-up (single run)" if i == 0 else None)

@@ -49,7 +49,7 @@ class StudyConfig:
     batch_size: int = 64
     lr: float = 0.01
     momentum: float = 0.9
-    probe_train_size: int = 1024
+    probe_train_size: int = 512
     probe_test_size: int = 1024
     probe_seed: int = 0
     lanczos_k: int = 3

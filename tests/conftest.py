@@ -9,6 +9,10 @@ import pytest
 import torch
 from torch import nn
 
+# One math thread: on a shared 2-core machine a second thread under contention makes tiny
+# tensor ops many times slower, and no test measures speed.
+torch.set_num_threads(1)
+
 REPO = Path(__file__).resolve().parents[1]
 # The read-only MNIST copy the tests and CI use (the folder holding MNIST/raw/).
 SHARED_DATA = Path(os.environ.get("LANDSCAPE_DATA", REPO.parent / "shared" / "data"))

@@ -1,0 +1,578 @@
+"""Hessian-vector products and the top (or bottom) Hessian eigenvalues of a mean loss.
+
+Everything here concerns the Hessian H of the mean loss ``L(θ) = loss_fn(model(X), Y)`` over a
+fixed sample set ``S = (X, Y)`` chosen by the caller, taken with respect to the model's trainable
+parameters θ at their current values. Vectors are flat, of length P, in the order of
+:func:`landscape_utils.params.flatten`, and in the model's dtype and device.
+
+* :class:`HessianOperator` — the HVP ``v -> H v`` (in-memory or accumulated over batches).
+* :func:`lanczos_top_eigs` — the k largest (or smallest) eigenpairs by Lanczos with full
+  re-orthogonalisation, stopped on the Ritz residual.
+* :func:`power_iteration_top_eig` — the original study's (and pyhessian's) power iteration.
+
+No probe changes the model's parameters, its train/eval mode (on any submodule), its buffers or
+any ``.grad``; every random draw comes from the ``torch.Generator`` passed in.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from scipy.linalg import eigh_tridiagonal
+from torch import Tensor, nn
+from torch.func import functional_call
+
+from .params import flatten, named_params, probe_mode
+
+LossFn = Callable[[Tensor, Tensor], Tensor]
+Data = tuple[Tensor, Tensor]
+
+
+# --------------------------------------------------------------------------- argument checks
+
+
+def check_data(data: Sequence[Tensor]) -> Data:
+    """Validate ``data = (inputs, targets)``: two tensors with the same, non-zero first dimension."""
+    if not isinstance(data, (tuple, list)) or len(data) != 2:
+        raise ValueError("data must be a tuple (inputs, targets) of two tensors")
+    x, y = data
+    if not isinstance(x, Tensor) or not isinstance(y, Tensor):
+        raise ValueError("data must be a tuple (inputs, targets) of two tensors")
+    if x.dim() == 0 or y.dim() == 0 or x.shape[0] != y.shape[0]:
+        raise ValueError(
+            f"inputs and targets must share their first (sample) dimension; "
+            f"got shapes {tuple(x.shape)} and {tuple(y.shape)}"
+        )
+    if x.shape[0] == 0:
+        raise ValueError("data holds no samples")
+    return x, y
+
+
+def check_generator(generator: torch.Generator) -> torch.Generator:
+    """Require an explicit ``torch.Generator`` (probes never use the global RNG)."""
+    if not isinstance(generator, torch.Generator):
+        raise ValueError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+    return generator
+
+
+def check_positive(name: str, value: float, integer: bool = False) -> None:
+    """Raise ValueError unless ``value`` is a positive (integer, if asked) number."""
+    if integer and (isinstance(value, bool) or not isinstance(value, int)):
+        raise ValueError(f"{name} must be an int, got {value!r}")
+    if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be positive, got {value!r}")
+
+
+# --------------------------------------------------------------------------- the operator
+
+
+class HessianOperator:
+    """The linear map ``v -> H v`` for the Hessian of the mean loss over a fixed sample set.
+
+    With ``batch_size=None`` the whole set S is forwarded once at construction and the gradient
+    graph (``torch.autograd.grad(..., create_graph=True)``) is kept and re-used by every
+    :meth:`matvec` (one backward pass each, ``retain_graph=True``). With ``batch_size`` given, every
+    :meth:`matvec` walks S in contiguous slices of that size, rebuilds the graph per slice and
+    sums the per-slice HVPs weighted by ``len(slice) / |S|`` (so the result is the HVP of the
+    mean loss over S whatever the split, for a model without batch-coupled layers).
+
+    Parameters are read through ``torch.func.functional_call`` on detached leaves that share the
+    model's storage: the model's parameters and ``.grad`` are never touched.
+
+    Mode: the forward passes run in eval mode unless ``train=True`` (via ``params.probe_mode``;
+    the caller's per-submodule modes are restored after each forward). In train mode the model's
+    buffers are replaced by clones for each forward, so BatchNorm running statistics are *not*
+    updated, and BatchNorm then normalises with the statistics of S (or of each batch slice, which
+    makes the Hessian depend on ``batch_size``). Train mode is refused for models containing
+    dropout, whose masks would come from the global RNG.
+
+    Args:
+        model: any ``nn.Module``; its trainable parameters (``requires_grad``) define P.
+        loss_fn: ``loss_fn(outputs, targets)`` returning the *mean* loss over the batch (scalar).
+        data: ``(inputs, targets)``, the fixed sample set S.
+        batch_size: ``None`` for in-memory mode, else a positive int.
+        train: run the forward passes in train mode (see above).
+
+    Attributes:
+        dim: P, the number of trainable scalars.
+        dtype, device: those of the model's parameters (and of every vector in or out).
+        n_hvp: number of HVPs over the whole of S computed so far.
+        loss: the mean loss over S at θ (known at construction in-memory; after the first
+            matvec in batched mode; ``None`` before).
+
+    Raises:
+        ValueError: bad data, batch size, loss, a model without trainable parameters, or
+            ``train=True`` on a model with dropout.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss_fn: LossFn,
+        data: Sequence[Tensor],
+        batch_size: int | None = None,
+        train: bool = False,
+    ) -> None:
+        self.inputs, self.targets = check_data(data)
+        if batch_size is not None:
+            check_positive("batch_size", batch_size, integer=True)
+        if not callable(loss_fn):
+            raise ValueError("loss_fn must be callable as loss_fn(outputs, targets)")
+        if train and any(isinstance(m, nn.modules.dropout._DropoutNd) for m in model.modules()):
+            raise ValueError("train=True is refused for models with dropout (random masks)")
+        self.model, self.loss_fn = model, loss_fn
+        self.batch_size, self.train = batch_size, train
+        # Leaves sharing storage with the model's parameters; requires_grad only on these copies.
+        self._leaves = {n: p.detach().requires_grad_(True) for n, p in named_params(model).items()}
+        if not self._leaves:
+            raise ValueError("model has no trainable parameters")
+        first = next(iter(self._leaves.values()))
+        self.dtype, self.device = first.dtype, first.device
+        self.dim = sum(t.numel() for t in self._leaves.values())
+        self.n_hvp = 0
+        self.loss: float | None = None
+        self._grads: list[Tensor] | None = None
+        if batch_size is None:
+            loss, self._grads = self._gradient_graph(self.inputs, self.targets)
+            self.loss = float(loss.detach())
+
+    def _gradient_graph(self, x: Tensor, y: Tensor) -> tuple[Tensor, list[Tensor]]:
+        """Mean loss on (x, y) and its parameter gradients, with the graph kept for a 2nd pass."""
+        with probe_mode(self.model, self.train):
+            args: dict[str, Tensor] = dict(self._leaves)
+            if self.train:
+                # Clones take the in-place running-statistics updates instead of the model.
+                args.update({n: b.clone() for n, b in self.model.named_buffers()})
+            loss = self.loss_fn(functional_call(self.model, args, (x,)), y)
+        if not isinstance(loss, Tensor) or loss.numel() != 1:
+            raise ValueError("loss_fn must return a scalar tensor (the mean loss over the batch)")
+        loss = loss.reshape(())
+        # autograd.grad, not .backward(create_graph=True): no parameter-gradient reference cycle
+        # and nothing written to .grad. Unused parameters get a zero gradient (and zero HVP).
+        grads = torch.autograd.grad(loss, list(self._leaves.values()), create_graph=True, allow_unused=True)
+        leaves = self._leaves.values()
+        return loss, [g if g is not None else torch.zeros_like(p) for g, p in zip(grads, leaves)]
+
+    def _hvp_through(self, grads: list[Tensor], v: Tensor) -> Tensor:
+        """(∂g/∂θ) v for the gradient list ``grads``; flat (P,) result."""
+        leaves = list(self._leaves.values())
+        pieces = list(torch.split(v, [t.numel() for t in leaves]))
+        # Gradients that do not depend on θ (no grad_fn) have a zero Hessian block.
+        live = [i for i, g in enumerate(grads) if g.requires_grad]
+        out = [torch.zeros_like(p) for p in leaves]
+        if live:
+            hv = torch.autograd.grad(
+                [grads[i] for i in live],
+                leaves,
+                grad_outputs=[pieces[i].view_as(grads[i]) for i in live],
+                retain_graph=True,
+                allow_unused=True,
+            )
+            out = [h if h is not None else o for h, o in zip(hv, out)]
+        return torch.cat([h.reshape(-1) for h in out]).detach()
+
+    def matvec(self, v: Tensor) -> Tensor:
+        """Return ``H v`` for a flat vector ``v`` of shape (P,) (cast to the model's dtype/device)."""
+        if not isinstance(v, Tensor) or v.dim() != 1 or v.numel() != self.dim:
+            shape = tuple(v.shape) if isinstance(v, Tensor) else type(v).__name__
+            raise ValueError(f"vector has shape {shape}; expected ({self.dim},)")
+        v = v.detach().to(dtype=self.dtype, device=self.device)
+        if self._grads is not None:
+            out = self._hvp_through(self._grads, v)
+        else:
+            n = self.inputs.shape[0]
+            out = torch.zeros(self.dim, dtype=self.dtype, device=self.device)
+            total_loss = 0.0
+            for start in range(0, n, self.batch_size):
+                stop = start + self.batch_size
+                x, y = self.inputs[start:stop], self.targets[start:stop]
+                loss, grads = self._gradient_graph(x, y)
+                weight = x.shape[0] / n  # mean over S = size-weighted mean of batch means
+                out += weight * self._hvp_through(grads, v)
+                total_loss += weight * float(loss.detach())
+                del loss, grads  # free this slice's graph before building the next
+            self.loss = total_loss
+        self.n_hvp += 1
+        return out
+
+    __call__ = matvec
+
+    def as_linear_operator(self):
+        """A ``scipy.sparse.linalg.LinearOperator`` (float64 numpy in and out) over :meth:`matvec`."""
+        from scipy.sparse.linalg import LinearOperator
+
+        def mv(x: np.ndarray) -> np.ndarray:
+            v = torch.as_tensor(np.asarray(x, dtype=np.float64).reshape(-1))
+            return self.matvec(v).to(torch.float64).cpu().numpy()
+
+        return LinearOperator((self.dim, self.dim), matvec=mv, dtype=np.float64)
+
+
+def hvp(
+    model: nn.Module,
+    loss_fn: LossFn,
+    data: Sequence[Tensor],
+    vector: Tensor,
+    batch_size: int | None = None,
+    train: bool = False,
+) -> Tensor:
+    """One Hessian-vector product ``H v`` of the mean loss over ``data`` (see :class:`HessianOperator`)."""
+    return HessianOperator(model, loss_fn, data, batch_size=batch_size, train=train).matvec(vector)
+
+
+def random_unit_vector(dim: int, generator: torch.Generator, dtype: torch.dtype, device) -> Tensor:
+    """A standard-normal vector of length ``dim`` drawn from ``generator``, scaled to unit norm."""
+    v = torch.randn(dim, generator=generator, dtype=dtype, device=generator.device).to(device)
+    return v / v.norm()
+
+
+# --------------------------------------------------------------------------- Lanczos core
+
+
+class LanczosProcess:
+    """Lanczos tridiagonalisation ``Qᵀ H Q = T`` with full re-orthogonalisation.
+
+    Each :meth:`step` costs one matvec. ``Q`` holds the orthonormal Lanczos vectors as rows (shape
+    (max_steps, P), model dtype); ``alphas``/``betas`` the diagonal and off-diagonal of T as
+    floats. ``betas[j]`` couples step j to step j+1, so after m steps ``betas[m-1]`` is the
+    residual scale of every Ritz pair: ``‖H y_i − θ_i y_i‖ = betas[m-1] · |s_i[m-1]|``.
+    """
+
+    def __init__(self, matvec: Callable[[Tensor], Tensor], q0: Tensor, max_steps: int) -> None:
+        self.matvec, self.max_steps = matvec, max_steps
+        self.Q = torch.zeros(max_steps, q0.numel(), dtype=q0.dtype, device=q0.device)
+        self.alphas: list[float] = []
+        self.betas: list[float] = []
+        self._next: Tensor | None = q0 / q0.norm()  # unit vector for the next step
+        # Breakdown threshold: β below this (relative to ‖T‖) means an invariant subspace.
+        self._tiny = 100 * torch.finfo(q0.dtype).eps
+
+    @property
+    def m(self) -> int:
+        """Number of steps (matvecs) taken."""
+        return len(self.alphas)
+
+    def _orthogonalise(self, w: Tensor, upto: int) -> Tensor:
+        # Classical Gram-Schmidt twice against the first `upto` rows of Q ("twice is enough").
+        Qm = self.Q[:upto]  # (upto, P)
+        for _ in range(2):
+            w = w - Qm.T @ (Qm @ w)
+        return w
+
+    def step(self) -> None:
+        """Take one step (one matvec); requires a next vector (see :meth:`restart`)."""
+        j = self.m
+        if j >= self.max_steps or self._next is None:
+            raise RuntimeError("Lanczos process cannot step (max_steps reached or breakdown)")
+        self.Q[j] = self._next
+        w = self.matvec(self.Q[j])  # (P,)
+        self.alphas.append(float(torch.dot(self.Q[j], w)))
+        w = self._orthogonalise(w, j + 1)  # removes α_j q_j, β_{j-1} q_{j-1} and rounding drift
+        beta = float(w.norm())
+        self.betas.append(beta)
+        self._next = w / beta if beta > 0 else None
+
+    def broke_down(self) -> bool:
+        """True when the last β is negligible: span(Q) is an invariant subspace of H."""
+        scale = max(max(abs(a) for a in self.alphas), max(self.betas[:-1], default=0.0), 1e-300)
+        return self.betas[-1] <= self._tiny * scale
+
+    def restart(self, generator: torch.Generator) -> bool:
+        """After a breakdown, continue from a random unit vector orthogonal to Q.
+
+        Sets the last β to 0, so T becomes block diagonal and the Ritz pairs found so far keep a
+        zero residual. Returns False when no new direction exists (Q spans the whole space).
+        """
+        m, dim = self.m, self.Q.shape[1]
+        if m >= min(dim, self.max_steps):
+            return False
+        for _ in range(3):
+            v = random_unit_vector(dim, generator, self.Q.dtype, self.Q.device)
+            v = self._orthogonalise(v, m)
+            if float(v.norm()) > 1e-3:
+                self.betas[-1] = 0.0
+                self._next = v / v.norm()
+                return True
+        return False
+
+    def tridiagonal(self) -> np.ndarray:
+        """T of the steps taken so far, shape (m, m), float64."""
+        m = self.m
+        T = np.diag(np.asarray(self.alphas, dtype=np.float64))
+        off = np.asarray(self.betas[: m - 1], dtype=np.float64)
+        return T + np.diag(off, 1) + np.diag(off, -1)
+
+    def ritz(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Ritz values θ (ascending, (m,)), T's eigenvectors S (columns, (m, m)), residual norms (m,)."""
+        # LAPACK's tridiagonal solver: also avoids threaded dense eigh (slow when cores are shared).
+        theta, S = eigh_tridiagonal(np.asarray(self.alphas), np.asarray(self.betas[: self.m - 1]))
+        return theta, S, np.abs(self.betas[-1] * S[-1, :])
+
+    def ritz_vectors(self, S: np.ndarray) -> Tensor:
+        """Ritz vectors ``Qᵀ s`` for the columns s of ``S`` (m, k), as unit rows (k, P)."""
+        s = torch.as_tensor(S, dtype=self.Q.dtype, device=self.Q.device)  # (m, k)
+        Y = s.T @ self.Q[: self.m]  # (k, P)
+        return Y / Y.norm(dim=1, keepdim=True)
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclass(frozen=True, eq=False)
+class EigResult:
+    """Eigenpairs from :func:`lanczos_top_eigs`.
+
+    ``eigenvalues`` are sorted descending for ``which="largest"`` and ascending for
+    ``"smallest"`` (so ``eigenvalues[0]`` is always the extreme one); ``eigenvectors[i]`` (unit,
+    flat, model dtype) belongs to ``eigenvalues[i]``; ``residuals[i] = ‖H y_i − θ_i y_i‖`` (from
+    the Lanczos recurrence), ``relative_residuals[i] = residuals[i] / |θ_i|`` and
+    ``error_bounds[i] = min(r_i, r_i²/gap_i)``, the gap-refined estimate of |θ_i − λ_i|.
+    ``history[j]`` is the extreme Ritz value after j+1 HVPs.
+    """
+
+    eigenvalues: tuple[float, ...]
+    eigenvectors: Tensor = field(repr=False)
+    residuals: tuple[float, ...]
+    relative_residuals: tuple[float, ...]
+    error_bounds: tuple[float, ...]
+    n_hvp: int
+    converged: bool
+    which: str
+    tol: float
+    history: tuple[float, ...] = field(repr=False)
+
+    def to_dict(self, include_vectors: bool = False) -> dict:
+        """Plain JSON-serialisable values (eigenvectors only if asked: they are P floats each)."""
+        d = {f: getattr(self, f) for f in self.__dataclass_fields__}
+        d = {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items()}
+        vecs = d.pop("eigenvectors")
+        if include_vectors:
+            d["eigenvectors"] = vecs.detach().to(torch.float64).cpu().tolist()
+        return d
+
+
+@dataclass(frozen=True, eq=False)
+class PowerResult:
+    """Result of :func:`power_iteration_top_eig` (``eigenvector`` unit, flat, model dtype).
+
+    ``residual = ‖H v − λ v‖`` for the returned pair, ``history[j]`` the Rayleigh quotient of
+    iteration j+1.
+    """
+
+    eigenvalue: float
+    eigenvector: Tensor = field(repr=False)
+    residual: float
+    n_hvp: int
+    converged: bool
+    tol: float
+    history: tuple[float, ...] = field(repr=False)
+
+    def to_dict(self, include_vectors: bool = False) -> dict:
+        """Plain JSON-serialisable values (the eigenvector only if asked)."""
+        d = {f: getattr(self, f) for f in self.__dataclass_fields__}
+        vec = d.pop("eigenvector")
+        d["history"] = list(d["history"])
+        if include_vectors:
+            d["eigenvector"] = vec.detach().to(torch.float64).cpu().tolist()
+        return d
+
+
+# --------------------------------------------------------------------------- eigen-solvers
+
+
+def _gap_bounds(theta: np.ndarray, res: np.ndarray) -> np.ndarray:
+    """min(r_i, r_i²/gap_i) with gap_i = min_{j≠i}(|θ_i − θ_j| − r_j); r_i where gap_i ≤ 0."""
+    m = theta.size
+    if m == 1:
+        return res.copy()
+    dist = np.abs(theta[:, None] - theta[None, :]) - res[None, :]  # (m, m): gap to pair j
+    np.fill_diagonal(dist, np.inf)
+    gap = dist.min(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        refined = np.where(gap > 0, res**2 / np.where(gap > 0, gap, 1.0), np.inf)
+    return np.minimum(res, refined)
+
+
+def lanczos_top_eigs(
+    model: nn.Module,
+    loss_fn: LossFn,
+    data: Sequence[Tensor],
+    generator: torch.Generator,
+    k: int = 1,
+    tol: float = 1e-4,
+    max_iter: int | None = None,
+    which: str = "largest",
+    atol: float = 0.0,
+    criterion: str = "residual",
+    batch_size: int | None = None,
+    train: bool = False,
+) -> EigResult:
+    """The k largest (or smallest, i.e. most negative) Hessian eigenpairs by Lanczos.
+
+    Lanczos with full re-orthogonalisation from a random unit start vector (drawn from
+    ``generator``). After every HVP the tridiagonal T is diagonalised (its last row gives every
+    Ritz residual ``r_i = ‖H y_i − θ_i y_i‖`` without extra HVPs) and the run stops as soon as
+    each of the k wanted Ritz pairs (θ_i, y_i) has ``e_i ≤ max(tol·|θ_i|, atol)``, where
+
+    * ``criterion="residual"`` (default): ``e_i = r_i``. This bounds the distance from θ_i to an
+      eigenvalue of H rigorously, so the values are within relative ``tol`` of true eigenvalues
+      (in practice far closer, as the error shrinks like r²/gap; it costs more HVPs);
+    * ``criterion="gap"``: ``e_i = min(r_i, r_i²/gap_i)`` with
+      ``gap_i = min_{j≠i}(|θ_i − θ_j| − r_j)`` over the other Ritz values (falling back to r_i when that is ≤ 0). This is the
+      gap-refined residual bound |θ − λ| ≤ r²/gap with the gap estimated from the Ritz values
+      (exact once the neighbouring Ritz value has converged; an estimate before that): it
+      targets an eigenvalue *error* of ``tol`` and stops several HVPs earlier.
+
+    The result's ``error_bounds`` hold ``min(r_i, r_i²/gap_i)`` whichever criterion stopped it.
+
+    On an invariant-subspace breakdown (β ≈ 0) the pairs found are exact and the process
+    restarts from a random vector orthogonal to the Krylov space (T becomes block diagonal), so
+    that eigenvalues missed by the first start vector, such as a second copy of a repeated
+    eigenvalue, can still be found; like any single-vector Krylov method it cannot otherwise
+    see multiplicities. For ``which="smallest"`` near a minimum |θ| can be tiny: pass ``atol``
+    (e.g. a fraction of λmax) or expect more iterations.
+
+    Args:
+        model, loss_fn, data, batch_size, train: define the Hessian (see :class:`HessianOperator`).
+        generator: source of the start vector (and restart vectors).
+        k: number of eigenpairs, 1 ≤ k ≤ P.
+        tol: relative tolerance (> 0) on the residual or on the error bound (see ``criterion``).
+        max_iter: HVP budget (default ``min(P, max(100, 10k))``); must be ≥ k.
+        which: ``"largest"`` (algebraic) or ``"smallest"`` (algebraic, i.e. most negative).
+        atol: absolute floor of the stopping threshold (≥ 0).
+        criterion: ``"residual"`` or ``"gap"`` (see above).
+
+    Returns:
+        :class:`EigResult`; ``converged`` is False if ``max_iter`` ran out first.
+
+    Raises:
+        ValueError: on bad arguments (k, tol, max_iter, which, atol, data, generator, ...).
+    """
+    check_positive("k", k, integer=True)
+    check_positive("tol", tol)
+    if which not in ("largest", "smallest"):
+        raise ValueError(f"which must be 'largest' or 'smallest', got {which!r}")
+    if not (isinstance(atol, (int, float)) and atol >= 0):
+        raise ValueError(f"atol must be >= 0, got {atol!r}")
+    if criterion not in ("residual", "gap"):
+        raise ValueError(f"criterion must be 'residual' or 'gap', got {criterion!r}")
+    check_generator(generator)
+    op = HessianOperator(model, loss_fn, data, batch_size=batch_size, train=train)
+    if k > op.dim:
+        raise ValueError(f"k={k} exceeds the number of parameters P={op.dim}")
+    if max_iter is None:
+        max_iter = min(op.dim, max(100, 10 * k))
+    else:
+        check_positive("max_iter", max_iter, integer=True)
+        if max_iter < k:
+            raise ValueError(f"max_iter={max_iter} must be >= k={k}")
+        max_iter = min(max_iter, op.dim)  # P steps span the space: T is then exact
+
+    proc = LanczosProcess(op.matvec, random_unit_vector(op.dim, generator, op.dtype, op.device), max_iter)
+    history: list[float] = []
+    converged = False
+    while True:
+        proc.step()
+        theta, S, res = proc.ritz()
+        # Indices of the wanted Ritz values, extreme one first.
+        idx = np.arange(proc.m)[::-1][:k] if which == "largest" else np.arange(proc.m)[:k]
+        history.append(float(theta[idx[0]]))
+        if proc.broke_down():
+            # Invariant Krylov space: its Ritz pairs are exact, but eigenvalues whose
+            # eigenvectors are orthogonal to it (e.g. a second copy of a repeated one) were
+            # missed. Restart orthogonally and take at least one more step before stopping.
+            if proc.restart(generator):
+                continue
+            converged = proc.m >= k  # nothing left to explore within max_iter: pairs are exact
+            break
+        err = res[idx] if criterion == "residual" else _gap_bounds(theta, res)[idx]
+        if proc.m >= k and bool(np.all(err <= np.maximum(tol * np.abs(theta[idx]), atol))):
+            converged = True
+            break
+        if proc.m >= max_iter:
+            break
+
+    vectors = proc.ritz_vectors(S[:, idx])
+    vals, r = theta[idx], res[idx]
+    rel = r / np.maximum(np.abs(vals), np.finfo(np.float64).tiny)
+    bounds = _gap_bounds(theta, res)[idx]
+    return EigResult(
+        eigenvalues=tuple(float(v) for v in vals),
+        eigenvectors=vectors,
+        residuals=tuple(float(v) for v in r),
+        relative_residuals=tuple(float(v) for v in rel),
+        error_bounds=tuple(float(v) for v in bounds),
+        n_hvp=op.n_hvp,
+        converged=converged,
+        which=which,
+        tol=float(tol),
+        history=tuple(history),
+    )
+
+
+def power_iteration_top_eig(
+    model: nn.Module,
+    loss_fn: LossFn,
+    data: Sequence[Tensor],
+    generator: torch.Generator,
+    tol: float = 1e-3,
+    max_iter: int = 100,
+    batch_size: int | None = None,
+    train: bool = False,
+) -> PowerResult:
+    """Power iteration for the dominant Hessian eigenvalue, as the original study and pyhessian do it.
+
+    From a random unit vector v (drawn from ``generator``), repeat: ``w = H v``,
+    ``λ = vᵀw`` (Rayleigh quotient), ``v = w/‖w‖``. **Stopping rule** (pyhessian's): stop when
+    ``|λ_new − λ_old| / (|λ_old| + 1e-6) < tol``, or after ``max_iter`` HVPs. That rule measures
+    how fast λ is *changing*, not its error: when λ2/λ1 ≈ 1 it stops early and off. It converges
+    to the eigenvalue of largest *magnitude*, which is negative if the most negative eigenvalue
+    outweighs the largest one (near saddles). Returns the last Rayleigh quotient with the vector
+    it belongs to (pyhessian returns the previous one).
+
+    Args:
+        model, loss_fn, data, batch_size, train: define the Hessian (see :class:`HessianOperator`).
+        generator: source of the start vector.
+        tol: relative-change tolerance (> 0; pyhessian's default 1e-3).
+        max_iter: HVP budget (positive int; pyhessian's default 100).
+
+    Returns:
+        :class:`PowerResult` with the residual ``‖Hv − λv‖`` of the returned pair.
+
+    Raises:
+        ValueError: on bad arguments.
+    """
+    check_positive("tol", tol)
+    check_positive("max_iter", max_iter, integer=True)
+    check_generator(generator)
+    op = HessianOperator(model, loss_fn, data, batch_size=batch_size, train=train)
+    v = random_unit_vector(op.dim, generator, op.dtype, op.device)
+    history: list[float] = []
+    converged = False
+    for it in range(max_iter):
+        w = op.matvec(v)
+        lam = float(torch.dot(v, w))
+        residual = float((w - lam * v).norm())
+        history.append(lam)
+        if len(history) > 1 and abs(lam - history[-2]) / (abs(history[-2]) + 1e-6) < tol:
+            converged = True
+            break
+        wn = w.norm()
+        if float(wn) == 0.0:  # v is in the null space: λ = 0 exactly
+            converged = True
+            break
+        if it + 1 < max_iter:  # keep v paired with the returned λ
+            v = w / wn
+    return PowerResult(
+        eigenvalue=lam,
+        eigenvector=v,
+        residual=residual,
+        n_hvp=op.n_hvp,
+        converged=converged,
+        tol=float(tol),
+        history=tuple(history),
+    )
