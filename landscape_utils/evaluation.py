@@ -28,10 +28,9 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from .params import ParamDict, named_params, probe_mode
+from .params import ParamDict, check_data, named_params, probe_mode
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
-Data = tuple[Tensor, Tensor]
 
 # Samples per forward pass. Measured on the study's CNN on a 2-core CPU (one thread): 256
 # and 512 run at the same speed, 1,024 is 1.6x slower (conv activations drop out of cache);
@@ -80,25 +79,6 @@ class PointLoss:
 
 
 # ----------------------------------------------------------------------------- checks
-
-
-def check_data(data: Sequence[Tensor]) -> Data:
-    """Validate ``(inputs, targets)``: two tensors with the same, non-zero first dimension.
-
-    Raises:
-        ValueError: otherwise.
-    """
-    if not isinstance(data, (tuple, list)) or len(data) != 2:
-        raise ValueError("data must be a tuple (inputs, targets) of tensors")
-    x, y = data
-    if not isinstance(x, Tensor) or not isinstance(y, Tensor):
-        raise ValueError("data must be a tuple (inputs, targets) of tensors")
-    if x.dim() == 0 or y.dim() == 0 or x.shape[0] != y.shape[0]:
-        raise ValueError(
-            f"inputs {tuple(x.shape)} and targets {tuple(y.shape)} must share a first (sample) dimension")
-    if x.shape[0] == 0:
-        raise ValueError("data holds no samples")
-    return x, y
 
 
 def check_batch_size(batch_size: int | None) -> int:

@@ -26,30 +26,12 @@ from scipy.linalg import eigh_tridiagonal
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from .params import flatten, named_params, probe_mode
+from .params import check_data, named_params, probe_mode
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
-Data = tuple[Tensor, Tensor]
 
 
 # --------------------------------------------------------------------------- argument checks
-
-
-def check_data(data: Sequence[Tensor]) -> Data:
-    """Validate ``data = (inputs, targets)``: two tensors with the same, non-zero first dimension."""
-    if not isinstance(data, (tuple, list)) or len(data) != 2:
-        raise ValueError("data must be a tuple (inputs, targets) of two tensors")
-    x, y = data
-    if not isinstance(x, Tensor) or not isinstance(y, Tensor):
-        raise ValueError("data must be a tuple (inputs, targets) of two tensors")
-    if x.dim() == 0 or y.dim() == 0 or x.shape[0] != y.shape[0]:
-        raise ValueError(
-            f"inputs and targets must share their first (sample) dimension; "
-            f"got shapes {tuple(x.shape)} and {tuple(y.shape)}"
-        )
-    if x.shape[0] == 0:
-        raise ValueError("data holds no samples")
-    return x, y
 
 
 def check_generator(generator: torch.Generator) -> torch.Generator:

@@ -8,13 +8,14 @@ every submodule afterwards, even if the probe raises.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 
 import torch
 from torch import Tensor, nn
 
 ParamDict = dict[str, Tensor]
+Data = tuple[Tensor, Tensor]
 
 
 def named_params(model: nn.Module) -> ParamDict:
@@ -45,6 +46,25 @@ def unflatten(vector: Tensor, like: Mapping[str, Tensor]) -> ParamDict:
         out[name] = vector[offset : offset + t.numel()].view_as(t)
         offset += t.numel()
     return out
+
+
+def check_data(data: Sequence[Tensor]) -> Data:
+    """Validate a probe's ``data = (inputs, targets)``.
+
+    Raises:
+        ValueError: unless it is two tensors with the same, non-zero first (sample) dimension.
+    """
+    if not isinstance(data, (tuple, list)) or len(data) != 2:
+        raise ValueError("data must be a tuple (inputs, targets) of two tensors")
+    x, y = data
+    if not isinstance(x, Tensor) or not isinstance(y, Tensor):
+        raise ValueError("data must be a tuple (inputs, targets) of two tensors")
+    if x.dim() == 0 or y.dim() == 0 or x.shape[0] != y.shape[0]:
+        raise ValueError(f"inputs and targets must share their first (sample) dimension; "
+                         f"got shapes {tuple(x.shape)} and {tuple(y.shape)}")
+    if x.shape[0] == 0:
+        raise ValueError("data holds no samples")
+    return x, y
 
 
 def num_params(model: nn.Module) -> int:

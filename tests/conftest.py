@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
 
@@ -55,3 +56,13 @@ def tiny_image_data() -> tuple[torch.Tensor, torch.Tensor]:
     """32 single-channel 8x8 float64 images with 3 classes (seed 0)."""
     g = torch.Generator().manual_seed(0)
     return torch.randn(32, 1, 8, 8, generator=g, dtype=torch.float64), torch.randint(0, 3, (32,), generator=g)
+
+
+def rescaled_relu(model: nn.Sequential, c: float) -> nn.Sequential:
+    """Layer 1 weights and biases × c, layer 2 weights × 1/c: the same function for c > 0."""
+    out = copy.deepcopy(model)
+    with torch.no_grad():
+        out[0].weight.mul_(c)
+        out[0].bias.mul_(c)
+        out[2].weight.div_(c)
+    return out

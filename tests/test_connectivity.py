@@ -21,13 +21,6 @@ from landscape_utils.evaluation import functional_loss
 from landscape_utils.params import flatten, named_params
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny float64 ops only lose from intra-op threads (30x slower on a busy 2-core box)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def shifted(model: nn.Module, seed: int, scale: float = 0.5) -> dict:

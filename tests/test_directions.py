@@ -19,13 +19,6 @@ from landscape_utils.directions import (
 from landscape_utils.params import flatten, named_params
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny float64 ops only lose from intra-op threads (30x slower on a busy 2-core box)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 MODELS = ["tiny_mlp", "tiny_cnn", "tiny_relu_mlp"]
 MAKERS = {"raw": random_direction, "filter": filter_normalised_direction, "layer": layer_normalised_direction}

@@ -28,13 +28,6 @@ from landscape_utils.params import named_params
 from landscape_utils.slices import centred_grid, linear_slice_losses, linear_surface_losses
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny float64 ops only lose from intra-op threads (30x slower on a busy 2-core box)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 MODEL_DATA = [("tiny_mlp", "tiny_data"), ("tiny_cnn", "tiny_image_data")]
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import json
 
 import numpy as np
@@ -12,6 +11,7 @@ from torch import nn
 from torch.func import functional_call
 from torch.nn import functional as F
 
+from tests.conftest import rescaled_relu
 from landscape_utils.directions import gaussian_like
 from landscape_utils.flatness import (
     isotropic_trace_prediction,
@@ -21,13 +21,6 @@ from landscape_utils.flatness import (
 from landscape_utils.params import flatten, named_params, unflatten
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny float64 ops only lose from intra-op threads (30x slower on a busy 2-core box)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def exact_hessian(model: nn.Module, loss_fn, data) -> torch.Tensor:
@@ -59,15 +52,6 @@ def regression(tiny_data, at_minimum: bool):
             model.bias.copy_(sol[8])
     return model, (x, y)
 
-
-def rescaled_relu(model: nn.Sequential, c: float) -> nn.Sequential:
-    """Layer 1 weights and biases × c, layer 2 weights × 1/c: the same function for c > 0."""
-    out = copy.deepcopy(model)
-    with torch.no_grad():
-        out[0].weight.mul_(c)
-        out[0].bias.mul_(c)
-        out[2].weight.div_(c)
-    return out
 
 
 @pytest.mark.parametrize("at_minimum", [True, False])

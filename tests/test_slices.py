@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import json
 
 import numpy as np
@@ -11,6 +10,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from tests.conftest import rescaled_relu
 from landscape_utils.directions import (
     eigenvector_direction,
     filter_normalised_direction,
@@ -27,13 +27,6 @@ from landscape_utils.slices import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny float64 ops only lose from intra-op threads (30x slower on a busy 2-core box)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def regression(tiny_data):
@@ -149,15 +142,6 @@ def test_surface_of_a_quadratic_is_the_quadratic_form(tiny_data):
             assert surf.losses[i, j] == pytest.approx(((design @ p - y[:, 0]) ** 2).mean().item(), rel=1e-12)
     assert hessian.shape == (9, 9)
 
-
-def rescaled_relu(model: nn.Sequential, c: float) -> nn.Sequential:
-    """Layer 1 weights and biases × c, layer 2 weights × 1/c: the same function for c > 0."""
-    out = copy.deepcopy(model)
-    with torch.no_grad():
-        out[0].weight.mul_(c)
-        out[0].bias.mul_(c)
-        out[2].weight.div_(c)
-    return out
 
 
 @pytest.mark.parametrize("c", [4.0, 0.125, 3.0])
