@@ -104,7 +104,7 @@ def run(quick: bool = False, threads: int | None = 1) -> dict:
     """Measure and return the results (see module docstring); prints nothing, writes nothing.
 
     Args:
-        quick: 512 samples and 3 rounds instead of 2,048 samples and 5 rounds.
+        quick: 512 samples and 3 rounds instead of 2,048 samples and 7 rounds.
         threads: torch intra-op threads for the measurement, restored afterwards (``None``:
             torch's setting). Default 1: on the 2-core CPU shared with other jobs, two threads
             made the same work take anywhere from 0.75 s to 8.6 s (MLP slice), which no
@@ -146,14 +146,15 @@ def _workloads(arch: str, data, batch_size: int) -> dict:
 
 
 def _measure(quick: bool) -> dict:
-    n_samples, rounds = (512, 3) if quick else (2048, 5)
+    n_samples, rounds = (512, 3) if quick else (2048, 7)
     batch_size = DEFAULT_BATCH_SIZE
     data, data_note = load_samples(n_samples)
     # The CNN is the target; the MLP (fast forward, 20x the parameters) shows where a
     # per-point copy-and-load costs most.
     workloads = {**_workloads("cnn", data, batch_size), **_workloads("mlp", data, batch_size)}
     methods = ["engine", "copy_load", "bare"]
-    for w in workloads.values():  # warm-up: allocator, kernels, lazy imports
+    small = (data[0][:64], data[1][:64])  # warm-up (lazy imports, kernel setup) on a few samples
+    for w in {**_workloads("cnn", small, batch_size), **_workloads("mlp", small, batch_size)}.values():
         for m in methods:
             w[m]()
 

@@ -21,8 +21,6 @@ from landscape_utils.evaluation import functional_loss
 from landscape_utils.params import flatten, named_params
 
 
-
-
 def shifted(model: nn.Module, seed: int, scale: float = 0.5) -> dict:
     g = torch.Generator().manual_seed(seed)
     return {k: t + scale * torch.randn(t.shape, generator=g, dtype=t.dtype) for k, t in named_params(model).items()}

@@ -19,7 +19,6 @@ from landscape_utils.directions import (
 from landscape_utils.params import flatten, named_params
 
 
-
 MODELS = ["tiny_mlp", "tiny_cnn", "tiny_relu_mlp"]
 MAKERS = {"raw": random_direction, "filter": filter_normalised_direction, "layer": layer_normalised_direction}
 

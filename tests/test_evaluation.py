@@ -28,7 +28,6 @@ from landscape_utils.params import named_params
 from landscape_utils.slices import centred_grid, linear_slice_losses, linear_surface_losses
 
 
-
 MODEL_DATA = [("tiny_mlp", "tiny_data"), ("tiny_cnn", "tiny_image_data")]
 
 

@@ -21,8 +21,6 @@ from landscape_utils.flatness import (
 from landscape_utils.params import flatten, named_params, unflatten
 
 
-
-
 def exact_hessian(model: nn.Module, loss_fn, data) -> torch.Tensor:
     """(P, P) Hessian of the mean loss over ``data`` w.r.t. the flat trainable parameters.
 
@@ -51,7 +49,6 @@ def regression(tiny_data, at_minimum: bool):
             model.weight.copy_(sol[:8].T)
             model.bias.copy_(sol[8])
     return model, (x, y)
-
 
 
 @pytest.mark.parametrize("at_minimum", [True, False])

@@ -41,8 +41,6 @@ def exact_hessian(model: nn.Module, data) -> torch.Tensor:
 _EXACT: dict[str, tuple[torch.Tensor, np.ndarray]] = {}  # the fixtures are seeded: compute once
 
 
-
-
 @pytest.fixture(params=MODELS, ids=[m for m, _ in MODELS])
 def case(request):
     """(model, data, exact Hessian, its eigenvalues ascending) for each tiny model."""

@@ -27,8 +27,6 @@ from landscape_utils.slices import (
 )
 
 
-
-
 def regression(tiny_data):
     """Linear regression with MSE (exactly quadratic in its 9 parameters) and its exact Hessian."""
     x = tiny_data[0]
@@ -141,7 +139,6 @@ def test_surface_of_a_quadratic_is_the_quadratic_form(tiny_data):
             p = theta + a * u.flat() + b * v.flat()
             assert surf.losses[i, j] == pytest.approx(((design @ p - y[:, 0]) ** 2).mean().item(), rel=1e-12)
     assert hessian.shape == (9, 9)
-
 
 
 @pytest.mark.parametrize("c", [4.0, 0.125, 3.0])

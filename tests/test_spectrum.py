@@ -25,8 +25,6 @@ def gen(seed: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-
-
 def exact_hessian(model: nn.Module, data, train: bool = False) -> torch.Tensor:
     """(P, P) Hessian of the mean cross-entropy by autograd.functional (buffers cloned in train mode)."""
     x, y = data
