@@ -56,9 +56,9 @@ test: $(VENV)/.stamp ## run the test suite (creates the environment if missing)
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q
 
 outputs/bench/results.json: $(VENV)/.stamp $(wildcard benchmarks/*.py landscape_utils/*.py)
-	OMP_NUM_THREADS=1 $(PY) benchmarks/run_all.py
+	OMP_NUM_THREADS=1 $(PY) benchmarks/run_all.py $(BENCH_ARGS)
 
-bench: outputs/bench/results.json ## benchmark against baselines in one run -> outputs/bench/results.json
+bench: outputs/bench/results.json ## benchmarks against baselines, one run -> outputs/bench/results.json (BENCH_ARGS=--quick)
 
 clean: ## remove generated outputs (keeps the environment and cached training runs)
 	rm -rf outputs/bench outputs/train outputs/smoke outputs/full
