@@ -1,64 +1,89 @@
 # landscape: loss-landscape geometry of small networks on MNIST.
-# `make help` lists the targets. Every target writes files, so finished work is skipped.
+# `make help` lists the targets. Snakemake (workflow/Snakefile) schedules the study and skips
+# finished work; make only names the entry points.
 
 SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-ARCHS := mlp cnn rescnn
-# Notebooks run side by side by the study runner.
-JOBS ?= 2
+SNAKEMAKE := $(VENV)/bin/snakemake
+# Cores for local runs (one job per core, one math thread per job).
+JOBS ?= all
+# Study settings that differ from the profile, e.g. SET='lr=0.02 seeds=[0,1]': the study then lives
+# in its own folder outputs/<profile>-<hash>/ and never overwrites outputs/<profile>/.
+SET ?=
+# local (default) or slurm; with slurm also SLURM_ACCOUNT, SLURM_PARTITION (and SLURM_EXTRA).
+EXECUTOR ?= local
+SLURM_ACCOUNT ?=
+SLURM_PARTITION ?=
+SLURM_EXTRA ?=
+# The exact environment (pip freeze) the project was tested with; LOCK= resolves freely.
+LOCK ?= requirements.lock
 # Where MNIST lives (the folder holding MNIST/raw/); empty: $$LANDSCAPE_DATA or ./data,
 # downloaded by torchvision when missing.
 DATA ?=
 export LANDSCAPE_DATA := $(if $(DATA),$(abspath $(DATA)),$(LANDSCAPE_DATA))
 
+ifeq ($(EXECUTOR),slurm)
+  RUN_ARGS := --profile workflow/profiles/slurm \
+    $(if $(SLURM_ACCOUNT),--default-resources slurm_account=$(SLURM_ACCOUNT),--slurm-no-account) \
+    $(if $(SLURM_PARTITION),--default-resources slurm_partition=$(SLURM_PARTITION)) $(SLURM_EXTRA)
+else
+  RUN_ARGS := --profile workflow/profiles/default --cores $(JOBS)
+endif
+study = $(SNAKEMAKE) $(RUN_ARGS) --config profile=$(1) set="$(SET)" $(2) 2>&1 | $(PY) -m landscape_utils.study.progress
+
 .DEFAULT_GOAL := help
-.DELETE_ON_ERROR:
-.PHONY: help env report smoke lab train test bench clean
+.PHONY: help env lock report smoke plan variants clean-variants lab train test bench clean
 
 help: ## list the targets
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
-	@echo "  variables: DATA=<folder holding MNIST/raw/>  PYTHON=$(PYTHON)"
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-15s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@echo "  variables: SET='key=value ...'  JOBS=<cores>  EXECUTOR=local|slurm  SLURM_ACCOUNT=  SLURM_PARTITION="
+	@echo "             DATA=<folder holding MNIST/raw/>  PROFILE=<name> (make plan)  PYTHON=$(PYTHON)"
 
-$(VENV)/.stamp: pyproject.toml
+$(VENV)/.stamp: pyproject.toml $(wildcard $(LOCK))
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev,bench]'
+	$(PY) -m pip install --quiet $(if $(wildcard $(LOCK)),-c $(LOCK)) -e '.[dev,bench]'
 	touch $@
 
-env: $(VENV)/.stamp ## create the virtual environment from pyproject.toml (once)
+env: $(VENV)/.stamp ## create the virtual environment from pyproject.toml and requirements.lock (once)
 
-# The study: papermill runs each notebook per architecture (skipping those whose inputs did
-# not change), then the report is built. One process per profile, so `make -j` is safe.
-STUDY_SOURCES := $(wildcard landscape_utils/*.py notebooks/*.ipynb)
+lock: $(VENV)/.stamp ## rewrite requirements.lock from the current environment
+	$(PY) -m pip freeze --exclude-editable | grep -v '^-e ' > $(LOCK)
 
-outputs/%/report.html: $(VENV)/.stamp $(STUDY_SOURCES) profiles/%.toml
-	$(PY) -m landscape_utils.pipeline --profile $* --jobs $(JOBS)
+report: $(VENV)/.stamp ## the main job: the full study -> outputs/full/report.html (SET=... for a variant)
+	$(call study,full)
+	@echo "report: $$($(PY) -m landscape_utils settings --profile full --set $(SET))/report.html"
 
-report: outputs/full/report.html ## the main job: the full study (3 seeds x 3 models) -> outputs/full/report.html
-	@echo "report: $(abspath $<)"
+smoke: $(VENV)/.stamp ## the same study, tiny (minutes) -> outputs/smoke/report.html
+	$(call study,smoke)
+	@echo "report: $$($(PY) -m landscape_utils settings --profile smoke --set $(SET))/report.html"
 
-smoke: outputs/smoke/report.html ## the same study, tiny (minutes) -> outputs/smoke/report.html
-	@echo "report: $(abspath $<)"
+PROFILE ?= full
+plan: $(VENV)/.stamp ## what `make report` would run and why (PROFILE=smoke, SET=... as for the study)
+	$(SNAKEMAKE) --profile workflow/profiles/default --config profile=$(PROFILE) set="$(SET)" --dry-run --quiet rules
 
-lab: $(VENV)/.stamp ## open JupyterLab on the notebooks with the project's kernel
+variants: $(VENV)/.stamp ## list the study folders made by SET=... overrides, with their settings
+	@$(PY) -m landscape_utils variants
+
+clean-variants: $(VENV)/.stamp ## remove those variant folders (outputs/full and outputs/smoke stay)
+	@$(PY) -m landscape_utils variants --clean
+
+lab: $(VENV)/.stamp ## JupyterLab on the notebooks (runs by hand write under outputs/lab/)
 	$(VENV)/bin/jupyter lab notebooks/
 
-outputs/train/%.txt: $(VENV)/.stamp landscape_utils/training.py landscape_utils/config.py landscape_utils/models.py
-	@mkdir -p $(@D)
-	$(PY) -m landscape_utils train --arch $* > $@.tmp && mv $@.tmp $@
-
-train: $(foreach a,$(ARCHS),outputs/train/$(a).txt) ## only train the three models (seed 0, 3 epochs; cached)
-	@for a in $(ARCHS); do printf '%-7s %s\n' $$a "$$(cat outputs/train/$$a.txt)"; done
+train: $(VENV)/.stamp ## only the study's training runs (all seeds and architectures; cached)
+	$(call study,$(PROFILE),--until train)
 
 test: $(VENV)/.stamp ## run the test suite (creates the environment if missing)
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q
 
-outputs/bench/results.json: $(VENV)/.stamp $(wildcard benchmarks/*.py landscape_utils/*.py)
+outputs/bench/results.json: $(VENV)/.stamp $(wildcard benchmarks/*.py landscape_utils/*/*.py)
 	OMP_NUM_THREADS=1 $(PY) benchmarks/run_all.py $(BENCH_ARGS)
 
 bench: outputs/bench/results.json ## benchmarks against baselines, one run -> outputs/bench/results.json (BENCH_ARGS=--quick)
 
-clean: ## remove generated outputs (keeps the environment and cached training runs)
-	rm -rf outputs/bench outputs/train outputs/smoke outputs/full
+clean: ## remove the studies' outputs (keeps the environment, the run cache and the unit cache)
+	rm -rf outputs/bench outputs/smoke outputs/full outputs/lab

@@ -35,11 +35,11 @@ import torch
 from scipy.sparse.linalg import eigsh
 from torch.nn import functional as F
 
-from landscape_utils.config import TrainConfig
-from landscape_utils.data import load_mnist, probe_subset
-from landscape_utils.hessian import HessianOperator, lanczos_top_eigs, power_iteration_top_eig
-from landscape_utils.params import probe_mode
-from landscape_utils.training import train_or_load
+from landscape_utils.study.config import TrainConfig
+from landscape_utils.study.data import load_mnist, probe_subset
+from landscape_utils.probes.hessian import HessianOperator, lanczos_top_eigs, power_iteration_top_eig
+from landscape_utils.probes.params import probe_mode
+from landscape_utils.study.training import train_or_load
 
 OUT = Path(__file__).resolve().parents[1] / "outputs" / "bench"
 TARGET_ERR, TARGET_GRADS = 1e-4, 25.0

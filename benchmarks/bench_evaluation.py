@@ -42,11 +42,11 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(REPO))
 
-from landscape_utils.connectivity import linear_path_losses  # noqa: E402
-from landscape_utils.directions import filter_normalised_direction  # noqa: E402
-from landscape_utils.evaluation import DEFAULT_BATCH_SIZE  # noqa: E402
-from landscape_utils.params import named_params  # noqa: E402
-from landscape_utils.slices import centred_grid, linear_slice_losses  # noqa: E402
+from landscape_utils.probes.connectivity import linear_path_losses  # noqa: E402
+from landscape_utils.probes.directions import filter_normalised_direction  # noqa: E402
+from landscape_utils.probes.evaluation import DEFAULT_BATCH_SIZE  # noqa: E402
+from landscape_utils.probes.params import named_params  # noqa: E402
+from landscape_utils.probes.slices import centred_grid, linear_slice_losses  # noqa: E402
 
 OUT = REPO / "outputs" / "bench" / "evaluation.json"
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -55,7 +55,7 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 def load_samples(n: int) -> tuple[tuple[torch.Tensor, torch.Tensor], str]:
     """``n`` MNIST training samples (seed 0) via landscape_utils.data, else random tensors."""
     try:
-        from landscape_utils.data import load_mnist, probe_subset
+        from landscape_utils.study.data import load_mnist, probe_subset
 
         mnist = load_mnist(SHARED_DATA, download=False)
         subset = probe_subset(mnist.train, n, seed=0)
@@ -67,7 +67,7 @@ def load_samples(n: int) -> tuple[tuple[torch.Tensor, torch.Tensor], str]:
 
 
 def build_model(arch: str, seed: int) -> nn.Module:
-    from landscape_utils.models import build_model as build
+    from landscape_utils.study.models import build_model as build
 
     return build(arch, seed=seed)
 

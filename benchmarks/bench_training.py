@@ -21,10 +21,10 @@ from pathlib import Path
 import torch
 from torch.nn import functional as F
 
-from landscape_utils import training as T
-from landscape_utils.config import TrainConfig
-from landscape_utils.data import load_mnist, probe_subset
-from landscape_utils.models import build_model
+from landscape_utils.study import training as T
+from landscape_utils.study.config import TrainConfig
+from landscape_utils.study.data import load_mnist, probe_subset
+from landscape_utils.study.models import build_model
 
 OUT = Path(__file__).resolve().parents[1] / "outputs" / "bench"
 

@@ -7,11 +7,11 @@ import dataclasses
 import pytest
 
 from landscape_utils.__main__ import main
-from landscape_utils.config import CACHE_VERSION, TrainConfig
+from landscape_utils.study.config import CACHE_VERSION, TrainConfig
 
 
 @pytest.mark.parametrize("field, value, message", [
-    ("arch", "resnet", "unknown architecture 'resnet' (valid: cnn, mlp, rescnn)"),
+    ("arch", "resnet", "unknown architecture 'resnet' (valid: mlp, cnn, rescnn)"),
     ("epochs", 0, "epochs must be a positive integer"),
     ("epochs", 1.5, "epochs must be a positive integer"),
     ("batch_size", -8, "batch_size must be a positive integer"),
@@ -59,11 +59,28 @@ def test_key_changes_with_every_field(field):
 
 
 def test_key_includes_cache_version(monkeypatch):
-    from landscape_utils import config
+    from landscape_utils.study import config
 
     before = TrainConfig().key()
     monkeypatch.setattr(config, "CACHE_VERSION", CACHE_VERSION + 1)
     assert TrainConfig().key() != before
+
+
+def test_key_includes_the_training_code_digest(monkeypatch):
+    from landscape_utils.study import config
+
+    before = TrainConfig().key()
+    monkeypatch.setattr(config, "training_source_digest", lambda arch: "another digest")
+    assert TrainConfig().key() != before
+
+
+def test_training_code_digest_covers_the_model_module_and_ignores_comments():
+    from landscape_utils.study import config
+    from landscape_utils.study.provenance import normalised_source
+
+    digest = config.training_source_digest("cnn")
+    assert digest == config.training_source_digest("rescnn")  # both classes live in models.py
+    assert "#" not in normalised_source(config.__file__)
 
 
 def test_cli_rejects_bad_values_before_training(capsys):

@@ -11,14 +11,14 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from landscape_utils.connectivity import (
+from landscape_utils.probes.connectivity import (
     check_path_alphas,
     linear_path_losses,
     path_alphas,
     path_barrier,
 )
-from landscape_utils.evaluation import functional_loss
-from landscape_utils.params import flatten, named_params
+from landscape_utils.probes.evaluation import functional_loss
+from landscape_utils.probes.params import flatten, named_params
 
 
 def shifted(model: nn.Module, seed: int, scale: float = 0.5) -> dict:

@@ -8,7 +8,7 @@ import shutil
 import pytest
 import torch
 
-from landscape_utils import data as D
+from landscape_utils.study import data as D
 from tests.conftest import SHARED_DATA
 
 TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]

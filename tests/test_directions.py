@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from landscape_utils.directions import (
+from landscape_utils.probes.directions import (
     Direction,
     as_direction,
     eigenvector_direction,
@@ -16,7 +16,7 @@ from landscape_utils.directions import (
     layer_normalised_direction,
     random_direction,
 )
-from landscape_utils.params import flatten, named_params
+from landscape_utils.probes.params import flatten, named_params
 
 
 MODELS = ["tiny_mlp", "tiny_cnn", "tiny_relu_mlp"]

@@ -11,21 +11,21 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from landscape_utils.connectivity import linear_path_losses
-from landscape_utils.directions import (
+from landscape_utils.probes.connectivity import linear_path_losses
+from landscape_utils.probes.directions import (
     filter_normalised_direction,
     layer_normalised_direction,
     random_direction,
 )
-from landscape_utils.evaluation import (
+from landscape_utils.probes.evaluation import (
     affine_points,
     as_param_dict,
     functional_loss,
     functional_losses,
 )
-from landscape_utils.flatness import perturbation_loss_changes
-from landscape_utils.params import named_params
-from landscape_utils.slices import centred_grid, linear_slice_losses, linear_surface_losses
+from landscape_utils.probes.flatness import perturbation_loss_changes
+from landscape_utils.probes.params import named_params
+from landscape_utils.probes.slices import centred_grid, linear_slice_losses, linear_surface_losses
 
 
 MODEL_DATA = [("tiny_mlp", "tiny_data"), ("tiny_cnn", "tiny_image_data")]

@@ -12,13 +12,13 @@ from torch.func import functional_call
 from torch.nn import functional as F
 
 from tests.conftest import rescaled_relu
-from landscape_utils.directions import gaussian_like
-from landscape_utils.flatness import (
+from landscape_utils.probes.directions import gaussian_like
+from landscape_utils.probes.flatness import (
     isotropic_trace_prediction,
     noise_scales,
     perturbation_loss_changes,
 )
-from landscape_utils.params import flatten, named_params, unflatten
+from landscape_utils.probes.params import flatten, named_params, unflatten
 
 
 def exact_hessian(model: nn.Module, loss_fn, data) -> torch.Tensor:

@@ -10,8 +10,8 @@ from scipy.sparse.linalg import eigsh
 from torch import nn
 from torch.func import functional_call
 
-from landscape_utils import params
-from landscape_utils.hessian import (
+from landscape_utils.probes import params
+from landscape_utils.probes.hessian import (
     HessianOperator,
     LanczosProcess,
     hvp,

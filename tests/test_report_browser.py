@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from landscape_utils import report
+from landscape_utils.report import html as report
 
 CHROMIUM = os.environ.get("LANDSCAPE_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -126,7 +126,7 @@ def fixture_report(tmp_path_factory) -> Path:
     import fixture_notebooks as fx
 
     tree = fx.write_tree(tmp_path_factory.mktemp("browser") / "smoke", ("mlp", "cnn"))
-    return report.build_report(tree, ("mlp", "cnn"), tree / "report.html")
+    return report.build_report(tree, tree / "report.html", ("mlp", "cnn"))
 
 
 def test_fixture_report_in_browser(fixture_report):

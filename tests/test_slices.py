@@ -11,14 +11,14 @@ from torch import nn
 from torch.nn import functional as F
 
 from tests.conftest import rescaled_relu
-from landscape_utils.directions import (
+from landscape_utils.probes.directions import (
     eigenvector_direction,
     filter_normalised_direction,
     random_direction,
 )
-from landscape_utils.evaluation import functional_loss
-from landscape_utils.params import flatten, named_params
-from landscape_utils.slices import (
+from landscape_utils.probes.evaluation import functional_loss
+from landscape_utils.probes.params import flatten, named_params
+from landscape_utils.probes.slices import (
     centred_grid,
     check_centred_grid,
     linear_slice_losses,

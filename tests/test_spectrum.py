@@ -11,9 +11,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from landscape_utils import params
-from landscape_utils.hessian import HessianOperator, lanczos_top_eigs, power_iteration_top_eig
-from landscape_utils.spectrum import (
+from landscape_utils.probes import params
+from landscape_utils.probes.hessian import HessianOperator, lanczos_top_eigs, power_iteration_top_eig
+from landscape_utils.probes.spectrum import (
     _rademacher,
     hutchinson_trace,
     hutchpp_trace,

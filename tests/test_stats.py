@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from landscape_utils.stats import (
+from landscape_utils.study.stats import (
     CONTRADICTED,
     HOLDS,
     SINGLE_RUN,
@@ -129,14 +129,14 @@ def test_relation():
     [
         (
             {"cnn": iv(30, 36), "mlp": iv(3.9, 4.6), "rescnn": iv(4.0, 4.8)},
-            ["CNN 33 [30, 36] > residual CNN 4.4 [4, 4.8] ≈ MLP 4.25 [3.9, 4.6]",
+            ["CNN 33 [30, 36] > Residual CNN 4.4 [4, 4.8] ≈ MLP 4.25 [3.9, 4.6]",
              "higher is sharper", "95% Student-t intervals over 3 seeds",
-             "The residual CNN–MLP difference is not resolved by the intervals."],
+             "The Residual CNN–MLP difference is not resolved by the intervals."],
             ["All differences"],
         ),
         (
             {"cnn": iv(30, 36), "rescnn": iv(10, 20), "mlp": iv(3, 5)},
-            ["CNN 33 [30, 36] > residual CNN 15 [10, 20] > MLP 4 [3, 5]", "All differences are resolved"],
+            ["CNN 33 [30, 36] > Residual CNN 15 [10, 20] > MLP 4 [3, 5]", "All differences are resolved"],
             ["not resolved"],
         ),
         (

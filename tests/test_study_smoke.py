@@ -10,7 +10,7 @@ import re
 import pytest
 
 from landscape_utils import pipeline, report
-from landscape_utils.models import MODELS
+from landscape_utils.study.models import MODELS
 from tests.test_report_browser import browser_check, require_browser
 
 ARCHS = sorted(MODELS)

@@ -12,8 +12,8 @@ import time
 import pytest
 import torch
 
-from landscape_utils import training as T
-from landscape_utils.config import TrainConfig
+from landscape_utils.study import training as T
+from landscape_utils.study.config import TrainConfig
 from tests.conftest import REPO, SHARED_DATA
 
 # A few seconds of real MNIST training.

@@ -21,7 +21,7 @@ from torch import Tensor
 MNIST_MEAN = 0.1307
 MNIST_STD = 0.3081
 ENV_DATA_DIR = "LANDSCAPE_DATA"
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from .paths import REPO_ROOT
 DEFAULT_DATA_DIR = REPO_ROOT / "data"
 
 # Stem -> (IDX magic number, shape, sha256 of the *uncompressed* bytes). Hashing the

@@ -1,4 +1,4 @@
-"""The study's three architectures, in a plain registry.
+"""The study's three architectures (registered in :mod:`landscape_utils.study.registry`).
 
 No BatchNorm and no dropout: every probe's loss is one deterministic function of the
 parameters, whatever the module's mode.
@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
+
+from .registry import ARCHITECTURES, check_arch
 
 
 class MLP(nn.Module):
@@ -59,37 +61,18 @@ class ResidualCNN(CNN):
         return torch.relu(self.conv2(h) + self.skip(h))
 
 
-MODELS: dict[str, type[nn.Module]] = {"mlp": MLP, "cnn": CNN, "rescnn": ResidualCNN}
-
-# Trainable parameter counts, asserted by the tests.
-PARAM_COUNTS = {"mlp": 203_530, "cnn": 10_330, "rescnn": 10_602}
-
-LABELS = {"mlp": "MLP", "cnn": "CNN", "rescnn": "Residual CNN"}
-
-
-def check_arch(name: str) -> str:
-    """Return ``name`` if it is a registered architecture.
-
-    Raises:
-        ValueError: listing the valid names.
-    """
-    if name not in MODELS:
-        raise ValueError(f"unknown architecture {name!r}; valid: {', '.join(sorted(MODELS))}")
-    return name
-
-
 def build_model(name: str, seed: int | None = None) -> nn.Module:
-    """A freshly initialised model of architecture ``name``.
+    """A freshly initialised model of the registered architecture ``name``.
 
     Args:
-        name: a key of :data:`MODELS`.
+        name: a key of :data:`landscape_utils.study.registry.ARCHITECTURES`.
         seed: initialise with this seed without touching the global random state
             (``None``: use the global state, as plain PyTorch does).
 
     Raises:
         ValueError: unknown architecture (the message lists the valid ones).
     """
-    cls = MODELS[check_arch(name)]
+    cls = ARCHITECTURES[check_arch(name)].model_class
     if seed is None:
         return cls()
     with torch.random.fork_rng(devices=[]):

@@ -2,7 +2,7 @@
 
 Bands and error bars are 95% Student-t intervals of the mean over seeds (or over seed
 pairs for connectivity); each figure's title or caption says which. ``save_figure`` writes
-a PNG under ``outputs/<profile>/figures/``.
+a PNG under ``<study folder>/figures/``.
 """
 
 from __future__ import annotations
@@ -17,23 +17,17 @@ from matplotlib import ticker
 import seaborn as sns
 from matplotlib.figure import Figure
 
-from .models import LABELS
-from .stats import Interval, mean_interval
-from .study import output_dir
+from ..study.registry import colour, label
+from ..study.stats import Interval, mean_interval
 
-ARCH_COLORS = {"mlp": "#4C72B0", "cnn": "#DD8452", "rescnn": "#55A868"}
 BAND_NOTE = "band: 95% t-interval of the mean over seeds"
 
 sns.set_theme(style="whitegrid", context="notebook", rc={"figure.dpi": 100, "savefig.dpi": 120})
 
 
-def label(arch: str) -> str:
-    return LABELS.get(arch, arch)
-
-
-def save_figure(fig: Figure, profile: str, group: str, name: str) -> Path:
-    """Write ``fig`` to ``outputs/<profile>/figures/<group>/<name>.png`` and return the path."""
-    path = output_dir(profile) / "figures" / group / f"{name}.png"
+def save_figure(fig: Figure, out_dir: str | Path, group: str, name: str) -> Path:
+    """Write ``fig`` to ``<out_dir>/figures/<group>/<name>.png`` and return the path."""
+    path = Path(out_dir) / "figures" / group / f"{name}.png"
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, bbox_inches="tight")
     return path
@@ -75,7 +69,7 @@ def _moving_average(x: np.ndarray, window: int) -> np.ndarray:
 
 def plot_training_curves(step_losses: Sequence[np.ndarray], epochs: np.ndarray,
                          test_acc: np.ndarray, train_loss: np.ndarray, test_loss: np.ndarray,
-                         arch: str, train_examples: int, window: int = 50) -> Figure:
+                         arch: str, train_examples: int, seeds: Sequence[int], window: int = 50) -> Figure:
     """Step losses (moving average, one line per seed) and per-epoch metrics with bands.
 
     Args:
@@ -83,15 +77,16 @@ def plot_training_curves(step_losses: Sequence[np.ndarray], epochs: np.ndarray,
         epochs: epoch numbers (0 = initialisation), shape (E,).
         test_acc, train_loss, test_loss: arrays (seeds, E).
         train_examples: size of the fixed training subset the train metrics use.
+        seeds: the seed of each run (for the legend).
         window: moving-average width (shrunk for short runs).
     """
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
-    color = ARCH_COLORS.get(arch, "C0")
+    color = colour(arch)
     window = max(1, min(window, min(len(s) for s in step_losses) // 5))
     for i, losses in enumerate(step_losses):
         smooth = _moving_average(np.asarray(losses), window)
         axes[0].plot(np.arange(len(smooth)) + window, smooth, lw=1, color=color, alpha=0.4 + 0.6 / (i + 1),
-                     label=f"run {i + 1}")
+                     label=f"seed {seeds[i]}")
     axes[0].set(xlabel="optimiser step", ylabel="cross-entropy (nats)",
                 title=f"Training loss, {window}-step moving average")
     log_axis(axes[0])
@@ -122,15 +117,15 @@ def plot_paths(alphas: np.ndarray, curves: Mapping[str, np.ndarray], ylabel: str
 
 
 def plot_spectral_density(grid: np.ndarray, density: np.ndarray, top_eigs: Sequence[float],
-                          arch: str) -> Figure:
+                          arch: str, seed: int) -> Figure:
     """Smoothed Hessian spectral density (log scale) with the Lanczos top eigenvalues marked."""
     fig, ax = plt.subplots(figsize=(6.5, 3.6))
-    ax.plot(grid, np.maximum(density, 1e-12), color=ARCH_COLORS.get(arch, "C0"))
+    ax.plot(grid, np.maximum(density, 1e-12), color=colour(arch))
     for i, lam in enumerate(top_eigs):
         ax.axvline(lam, color="k", ls=":", lw=1, label="Lanczos top eigenvalues" if i == 0 else None)
     ax.set(ylim=(1e-6, None), xlabel="eigenvalue λ of the Hessian",
            ylabel="density (Gaussian-smoothed)",
-           title=f"{label(arch)}: Hessian spectrum by stochastic Lanczos quadrature (seed 0)")
+           title=f"{label(arch)}: Hessian spectrum by stochastic Lanczos quadrature (seed {seed})")
     ax.set_yscale("log")
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -149,7 +144,7 @@ def plot_flatness(sigmas: Mapping[str, np.ndarray], changes: Mapping[str, np.nda
     kinds = list(changes)
     fig, axes = plt.subplots(1, len(kinds), figsize=(4.4 * len(kinds), 3.6), squeeze=False)
     for ax, kind in zip(axes[0], kinds):
-        _band(ax, sigmas[kind], changes[kind], ARCH_COLORS.get(arch, "C0"), "measured E[ΔL]")
+        _band(ax, sigmas[kind], changes[kind], colour(arch), "measured E[ΔL]")
         if kind == "isotropic" and prediction is not None:
             ax.plot(prediction[0], prediction[1], "k--", lw=1.2, label="½σ²·tr(H) (Hutchinson)")
         ax.axhline(0, color="grey", lw=0.8)
@@ -170,7 +165,7 @@ def plot_slices(alphas: Mapping[str, np.ndarray], losses: Mapping[str, np.ndarra
     for ax, kind in zip(axes[0], kinds):
         rows = np.atleast_2d(losses[kind])
         for i, row in enumerate(rows):
-            ax.plot(alphas[kind], row, color=ARCH_COLORS.get(arch, "C0"), alpha=0.4 + 0.6 / (i + 1),
+            ax.plot(alphas[kind], row, color=colour(arch), alpha=0.4 + 0.6 / (i + 1),
                     lw=1.2, label="one slice per direction" if i == 0 else None)
         ax.axvline(0, color="grey", lw=0.8, ls=":")
         ax.set(xlabel="step α along the direction", ylabel=ylabel, title=kind)
@@ -180,7 +175,7 @@ def plot_slices(alphas: Mapping[str, np.ndarray], losses: Mapping[str, np.ndarra
     return fig
 
 
-def plot_surface(alphas: np.ndarray, betas: np.ndarray, losses: np.ndarray, arch: str) -> Figure:
+def plot_surface(alphas: np.ndarray, betas: np.ndarray, losses: np.ndarray, arch: str, seed: int) -> Figure:
     """Contours of L(θ+αu+βv) over two filter-normalised directions (losses (A, B))."""
     fig, ax = plt.subplots(figsize=(5.2, 4.4))
     z = np.log10(np.asarray(losses).T)
@@ -189,7 +184,7 @@ def plot_surface(alphas: np.ndarray, betas: np.ndarray, losses: np.ndarray, arch
     ax.plot([0], [0], "r*", ms=10, label="trained parameters θ")
     fig.colorbar(cs, ax=ax, label="log10 training loss (nats)")
     ax.set(xlabel="α (direction u, filter-normalised)", ylabel="β (direction v, filter-normalised)",
-           title=f"{label(arch)}: 2-D loss surface (seed 0)")
+           title=f"{label(arch)}: 2-D loss surface (seed {seed})")
     ax.legend(fontsize=8, loc="upper right")
     fig.tight_layout()
     return fig
@@ -205,7 +200,7 @@ def plot_intervals(intervals: Mapping[str, Interval], ylabel: str, title: str,
     for i, name in enumerate(names):
         iv = intervals[name]
         ax.errorbar([i], [iv.mean], yerr=[[iv.mean - iv.low], [iv.high - iv.mean]], fmt="o",
-                    color=ARCH_COLORS.get(name, f"C{i}"), capsize=6, ms=7,
+                    color=colour(name), capsize=6, ms=7,
                     label=f"this study: mean, 95% interval over {over}" if i == 0 else None)
         if reported and name in reported:
             ax.plot([i], [reported[name]], "kx", ms=9, mew=2,
@@ -224,7 +219,7 @@ def plot_arch_curves(x: Mapping[str, np.ndarray], curves: Mapping[str, np.ndarra
     fig = ax.figure if ax is not None else plt.figure(figsize=(6, 3.8))
     ax = ax or fig.add_subplot()
     for arch, values in curves.items():
-        _band(ax, x[arch], values, ARCH_COLORS.get(arch, "C0"), label(arch), lines=False)
+        _band(ax, x[arch], values, colour(arch), label(arch), lines=False)
     ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
     if logx:
         log_axis(ax, "x")
@@ -232,7 +227,7 @@ def plot_arch_curves(x: Mapping[str, np.ndarray], curves: Mapping[str, np.ndarra
     return fig
 
 
-def plot_convergence(histories: Mapping[str, np.ndarray], reference: float, arch: str) -> Figure:
+def plot_convergence(histories: Mapping[str, np.ndarray], reference: float, arch: str, seed: int) -> Figure:
     """Relative error of each method's eigenvalue estimate against the HVPs it has used."""
     fig, ax = plt.subplots(figsize=(6, 3.6))
     for name, history in histories.items():
@@ -240,7 +235,7 @@ def plot_convergence(histories: Mapping[str, np.ndarray], reference: float, arch
         ax.plot(np.arange(1, len(err) + 1), np.maximum(err, 1e-16), marker=".", label=name)
     ax.set(xlabel="Hessian-vector products used",
            ylabel="|λ estimate − λmax| / λmax",
-           title=f"{label(arch)}: convergence to λmax (seed 0; reference: converged Lanczos)")
+           title=f"{label(arch)}: convergence to λmax (seed {seed}; reference: converged Lanczos)")
     ax.set_yscale("log")
     ax.legend(fontsize=8)
     fig.tight_layout()

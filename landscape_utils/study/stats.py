@@ -25,16 +25,16 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import stats as _sps
 
+from .registry import label as _registry_label
+
 SINGLE_RUN = "single run, no interval"
-#: Display names for the project's architectures; other names are shown as given.
-DISPLAY_NAMES = {"mlp": "MLP", "cnn": "CNN", "rescnn": "residual CNN"}
 
 
 def display_name(name: str, labels: Mapping[str, str] | None = None) -> str:
-    """The label for ``name``: ``labels[name]``, else :data:`DISPLAY_NAMES`, else ``name``."""
+    """The label for ``name``: ``labels[name]``, else the registered architecture's label, else ``name``."""
     if labels and name in labels:
         return labels[name]
-    return DISPLAY_NAMES.get(name, name)
+    return _registry_label(name)
 
 
 def _fmt_number(fmt: str | Callable[[float], str], x: float) -> str:
@@ -54,6 +54,17 @@ class Interval:
     n: int
     level: float
     method: str
+    values: tuple[float, ...] = ()
+
+    def to_dict(self) -> dict:
+        """Plain values: ``mean``, ``low``, ``high``, ``n``, ``level``, ``method``, ``values``."""
+        return {"mean": self.mean, "low": self.low, "high": self.high, "n": self.n, "level": self.level,
+                "method": self.method, "values": list(self.values)}
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> Interval:
+        return cls(float(d["mean"]), float(d["low"]), float(d["high"]), int(d["n"]), float(d["level"]),
+                   str(d["method"]), tuple(float(v) for v in d.get("values", ())))
 
     @property
     def single_run(self) -> bool:
@@ -101,10 +112,10 @@ def mean_interval(values: Sequence[float] | np.ndarray, level: float = 0.95) -> 
     mean = float(x.mean())
     n = int(x.size)
     if n == 1:
-        return Interval(mean, mean, mean, 1, level, SINGLE_RUN)
+        return Interval(mean, mean, mean, 1, level, SINGLE_RUN, (mean,))
     sem = float(x.std(ddof=1)) / math.sqrt(n)
     half = float(_sps.t.ppf(0.5 + level / 2.0, df=n - 1)) * sem
-    return Interval(mean, mean - half, mean + half, n, level, "student-t")
+    return Interval(mean, mean - half, mean + half, n, level, "student-t", tuple(map(float, x)))
 
 
 # --------------------------------------------------------------------------- orderings
@@ -203,7 +214,7 @@ def ordering_statement(
         quantity: what is measured, starts the sentence.
         higher_is: what a higher value means, e.g. ``"sharper"``; ``""`` to omit.
         fmt: format string or callable for the numbers.
-        labels: optional display names (default :data:`DISPLAY_NAMES`).
+        labels: optional display names (default: the architecture registry's labels).
 
     Raises:
         ValueError: as :func:`resolved_ordering`.

@@ -28,11 +28,11 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from .config import CACHE_VERSION, TrainConfig
-from .data import MNIST, REPO_ROOT, Split, load_mnist, probe_subset
+from .data import MNIST, Split, load_mnist, probe_subset
 from .models import build_model
+from .paths import outputs_root
 
 ENV_RUNS_DIR = "LANDSCAPE_RUNS"
-DEFAULT_RUNS_DIR = REPO_ROOT / "outputs" / "runs"
 # Train loss/accuracy at each epoch end are measured on this fixed training subset
 # (eval mode, no gradient), next to the running mean of the step losses.
 EVAL_TRAIN_SIZE = 10_000
@@ -83,9 +83,9 @@ class Run:
 
 
 def resolve_runs_dir(runs_dir: str | os.PathLike | None = None) -> Path:
-    """The runs folder: the argument, else ``$LANDSCAPE_RUNS``, else ``<repo>/outputs/runs``."""
+    """The runs folder: the argument, else ``$LANDSCAPE_RUNS``, else ``<outputs>/runs``."""
     if runs_dir is None:
-        runs_dir = os.environ.get(ENV_RUNS_DIR) or DEFAULT_RUNS_DIR
+        runs_dir = os.environ.get(ENV_RUNS_DIR) or outputs_root() / "runs"
     return Path(runs_dir).expanduser().resolve()
 
 

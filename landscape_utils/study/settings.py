@@ -9,19 +9,19 @@ parameter. Every value is checked when the configuration is made.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import tomllib
 from dataclasses import dataclass, fields
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from .config import TrainConfig, config_problems
-from .data import REPO_ROOT
-from .models import MODELS
-
-PROFILES_DIR = REPO_ROOT / "profiles"
-ENV_OUTPUTS_DIR = "LANDSCAPE_OUTPUTS"
+from .paths import PROFILES_DIR, outputs_root
+from .provenance import short_hash
+from .registry import ARCHITECTURES, check_arch
 
 
 @dataclass(frozen=True)
@@ -33,13 +33,16 @@ class StudyConfig:
     Fixed probe samples (seeded subsets of the train and test splits):
         probe_train_size, probe_test_size, probe_seed.
     Curvature: lanczos_k, lanczos_tol, smallest_tol (λmin only needs its sign and size),
-        power_tol, power_max_iter, trace_probes, slq_vectors, slq_steps, curvature_seed.
+        power_tol, power_max_iter, trace_probes, slq_vectors, slq_steps, curvature_seed;
+        spectrum_seeds: the seeds whose runs also get the Hutch++ trace and the SLQ density.
     Flatness: isotropic_sigmas (absolute noise std), relative_sigmas (noise relative to
         filter norms / weight magnitudes), flatness_draws, flatness_seed.
     Slices: slice_radius, slice_points (odd, so alpha = 0 is on the grid),
         slice_directions (filter-normalised random directions per run),
-        surface_radius, surface_points, direction_seed.
+        surface_radius, surface_points, direction_seed; surface_seeds: the seeds whose runs
+        also get the 2-D surface.
     Connectivity: path_points (both endpoints included).
+    Device: ``"cpu"`` or ``"cuda"`` for every job (on a cluster, a CUDA job asks for one GPU).
     """
 
     seeds: tuple[int, ...] = (0, 1, 2)
@@ -58,6 +61,7 @@ class StudyConfig:
     power_tol: float = 1e-3
     power_max_iter: int = 100
     trace_probes: int = 24
+    spectrum_seeds: tuple[int, ...] = (0,)
     slq_vectors: int = 2
     slq_steps: int = 24
     curvature_seed: int = 0
@@ -70,8 +74,10 @@ class StudyConfig:
     slice_directions: int = 2
     surface_radius: float = 0.5
     surface_points: int = 9
+    surface_seeds: tuple[int, ...] = (0,)
     direction_seed: int = 0
     path_points: int = 25
+    device: str = "cpu"
 
     def __post_init__(self) -> None:
         problems = study_problems(self)
@@ -85,7 +91,7 @@ class StudyConfig:
         """The training run of ``arch`` for one seed of the study."""
         return TrainConfig(arch=arch, epochs=self.epochs, max_steps=self.max_steps,
                            train_size=self.train_size, batch_size=self.batch_size, lr=self.lr,
-                           momentum=self.momentum, init_seed=seed, data_seed=seed)
+                           momentum=self.momentum, init_seed=seed, data_seed=seed, device=self.device)
 
     @property
     def seed_pairs(self) -> list[tuple[int, int]]:
@@ -117,10 +123,14 @@ def study_problems(cfg: StudyConfig) -> list[str]:
     p = [msg for name in _FIELDS if (msg := _type_problem(name, getattr(cfg, name)))]
     if p:
         return p
-    if len(set(cfg.seeds)) != len(cfg.seeds) or any(s < 0 or s != int(s) for s in cfg.seeds):
-        p.append(f"seeds must be distinct non-negative integers, got {list(cfg.seeds)}")
+    for name in ("seeds", "spectrum_seeds", "surface_seeds"):
+        values = getattr(cfg, name)
+        if len(set(values)) != len(values) or any(not isinstance(s, int) or s < 0 for s in values):
+            p.append(f"{name} must be distinct non-negative integers, got {list(values)}")
+    if p:
+        return p
     try:
-        p += config_problems(cfg.train_config("cnn", int(cfg.seeds[0])))
+        p += config_problems(cfg.train_config(next(iter(ARCHITECTURES)), cfg.seeds[0]))
     except ValueError as exc:  # pragma: no cover - config_problems does not raise
         p.append(str(exc))
     for name in ("probe_train_size", "probe_test_size"):
@@ -154,8 +164,19 @@ def profile_names() -> list[str]:
 
 
 def _coerce(values: dict[str, Any]) -> dict[str, Any]:
-    # TOML and JSON give lists; the dataclass holds tuples (hashable, immutable).
-    return {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+    # TOML and JSON give lists; the dataclass holds tuples (hashable, immutable). Integers given
+    # for float settings become floats, so lr=1 and lr=1.0 name the same study.
+    out = {}
+    for k, v in values.items():
+        default = _FIELDS[k].default
+        if isinstance(v, list):
+            v = tuple(v)
+        if isinstance(default, float) and isinstance(v, int) and not isinstance(v, bool):
+            v = float(v)
+        if isinstance(default, tuple) and isinstance(v, tuple) and default and isinstance(default[0], float):
+            v = tuple(float(x) if isinstance(x, int) and not isinstance(x, bool) else x for x in v)
+        out[k] = v
+    return out
 
 
 def load_study(profile: str = "full", overrides: dict[str, Any] | None = None,
@@ -180,27 +201,124 @@ def load_study(profile: str = "full", overrides: dict[str, Any] | None = None,
     return StudyConfig(**_coerce({**values, **overrides}))
 
 
-def check_arch(arch: Any) -> str:
-    """``arch`` if it names a registered architecture; else ValueError listing them."""
-    if not isinstance(arch, str) or arch not in MODELS:
-        raise ValueError(f"unknown architecture {arch!r}; valid: {', '.join(sorted(MODELS))}")
-    return arch
+@dataclass(frozen=True)
+class Study:
+    """One study: a profile plus overrides, and the folder its results live in.
 
+    ``outputs/<profile>/`` holds only the profile as written; any override gives
+    ``outputs/<profile>-<hash>/`` (the hash of the overrides that differ from the profile), so no
+    variant ever writes over another study.
 
-def output_dir(profile: str) -> Path:
-    """``<outputs>/<profile>/``: results, figures, executed notebooks and the report.
-
-    ``<outputs>`` is ``$LANDSCAPE_OUTPUTS`` when set, else the repository's ``outputs/``.
+    Attributes:
+        profile: profile name (``profiles/<profile>.toml``).
+        overrides: settings that differ from the profile (normalised: values equal to the
+            profile's are dropped; lists, not tuples).
+        config: the resolved settings.
     """
-    return Path(os.environ.get(ENV_OUTPUTS_DIR) or REPO_ROOT / "outputs").resolve() / profile
+
+    profile: str
+    overrides: dict[str, Any]
+    config: StudyConfig
+
+    @property
+    def name(self) -> str:
+        return self.profile if not self.overrides else f"{self.profile}-{short_hash(self.overrides, 8)}"
+
+    @property
+    def dir(self) -> Path:
+        return outputs_root() / self.name
+
+    def differences(self) -> dict[str, Any]:
+        """Every setting whose value differs from the study's defaults (``StudyConfig()``)."""
+        default, ours = StudyConfig().to_dict(), self.config.to_dict()
+        return {k: v for k, v in ours.items() if v != default[k]}
+
+    def record(self) -> dict[str, Any]:
+        """What ``settings.json`` holds: profile, overrides, every setting, the differences."""
+        return {"study": self.name, "profile": self.profile, "overrides": self.overrides,
+                "settings": self.config.to_dict(), "differs_from_defaults": self.differences()}
 
 
-def notebook_settings(arch: Any, profile: Any, overrides: Any) -> StudyConfig:
-    """Validate a notebook's parameters cell; return the study settings it selects.
+def parse_assignments(items: Sequence[str] | str) -> dict[str, Any]:
+    """``["lr=0.02", "seeds=[0,1]"]`` (or one space-separated string) as a dict; values are read as
+    JSON where they parse, else kept as strings.
+
+    Raises:
+        ValueError: an item without ``=``.
+    """
+    if isinstance(items, str):
+        items = items.split()
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"a setting is key=value, got {item!r}")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def open_study(profile: str = "full", overrides: dict[str, Any] | None = None) -> Study:
+    """The study of ``profile`` with ``overrides`` (validated; see :func:`load_study`).
+
+    Raises:
+        ValueError: as :func:`load_study`.
+    """
+    config = load_study(profile, overrides)
+    base = load_study(profile).to_dict()
+    plain = config.to_dict()
+    differing = {k: plain[k] for k in sorted(overrides or {}) if plain[k] != base[k]}
+    return Study(profile, differing, config)
+
+
+def study_from_dir(study_dir: str | os.PathLike) -> Study:
+    """The study whose ``settings.json`` lies in ``study_dir``.
+
+    Raises:
+        FileNotFoundError: no ``settings.json`` there.
+    """
+    record = json.loads((Path(study_dir) / "settings.json").read_text())
+    return open_study(record["profile"], record["overrides"])
+
+
+def write_settings(study: Study) -> Path:
+    """Write ``<study dir>/settings.json`` (atomically; unchanged content leaves the file alone)."""
+    path = study.dir / "settings.json"
+    text = json.dumps(study.record(), indent=1, sort_keys=True) + "\n"
+    if path.is_file() and path.read_text() == text:
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".settings.json.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+    return path
+
+
+def list_variants() -> list[Study]:
+    """Every study folder under the outputs folder made by overrides (``<profile>-<hash>``)."""
+    found = []
+    for path in sorted(outputs_root().glob("*-*/settings.json")):
+        try:
+            study = study_from_dir(path.parent)
+        except (ValueError, KeyError, json.JSONDecodeError):
+            continue
+        if study.overrides and study.dir == path.parent.resolve():
+            found.append(study)
+    return found
+
+
+def notebook_settings(arch: Any, profile: Any, overrides: Any, study_dir: Any = "") -> tuple[Study, Path]:
+    """Validate a notebook's parameters cell; return its study and the folder it writes to.
+
+    The workflow passes ``study_dir`` (the study's own folder). Run by hand in JupyterLab it is
+    empty, and the notebook writes under ``<outputs>/lab/<study name>/`` instead, so an
+    interactive run never overwrites a study's results.
 
     Raises:
         ValueError: unknown architecture or profile (valid ones listed), overrides that are
-            not a dict, unknown setting names, or bad values.
+            not a dict, unknown setting names, bad values, or a ``study_dir`` that is not a string.
     """
     if arch is not None:
         check_arch(arch)
@@ -208,4 +326,8 @@ def notebook_settings(arch: Any, profile: Any, overrides: Any) -> StudyConfig:
         raise ValueError(f"profile must be a string such as 'full' or 'smoke', got {profile!r}")
     if not isinstance(overrides, dict):
         raise ValueError(f"overrides must be a dict of study settings, got {overrides!r}")
-    return load_study(profile, overrides)
+    if not isinstance(study_dir, str):
+        raise ValueError(f"study_dir must be a folder name or empty, got {study_dir!r}")
+    study = open_study(profile, overrides)
+    out = Path(study_dir).resolve() if study_dir else outputs_root() / "lab" / study.name
+    return study, out

@@ -7,15 +7,18 @@ or any step is taken, and it hashes to the key of its run directory.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
+import importlib.util
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Any
 
-from .models import MODELS
+from .provenance import short_hash, source_digest
+from .registry import ARCHITECTURES
 
-# Bump when a change to training makes old runs invalid: every cached run key changes.
-CACHE_VERSION = 2
+# The layout of a run directory. The *contents* are keyed by the configuration and by the digest
+# of the code that trains (see ``training_source_digest``), so code changes need no bump here.
+CACHE_VERSION = 3
+_HERE = Path(__file__).resolve().parent
 
 OPTIMIZERS = ("sgd", "adam")
 DEVICES = ("cpu", "cuda")
@@ -26,7 +29,7 @@ class TrainConfig:
     """One training run. Defaults reproduce the study: 3 epochs of SGD with momentum.
 
     Attributes:
-        arch: architecture name, a key of ``landscape_utils.models.MODELS``.
+        arch: architecture name, a key of ``landscape_utils.study.registry.ARCHITECTURES``.
         epochs: passes over the training set.
         max_steps: stop after this many optimiser steps in total (``None``: no cap);
             lets a smoke run train for a fraction of an epoch.
@@ -78,12 +81,22 @@ class TrainConfig:
         return cls(**values)
 
     def key(self) -> str:
-        """Hash of the full configuration and the cache version: the run's directory key."""
-        payload = json.dumps({"cache_version": CACHE_VERSION, **self.to_dict()}, sort_keys=True)
-        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+        """The run's directory key: a hash of the full configuration, the cache layout version and
+        the digest of the code that determines the run (:func:`training_source_digest`)."""
+        return short_hash({"cache_version": CACHE_VERSION, "source": training_source_digest(self.arch),
+                           **self.to_dict()})
 
     def run_name(self) -> str:
         return f"{self.arch}-i{self.init_seed}-d{self.data_seed}-{self.key()}"
+
+
+def training_source_digest(arch: str) -> str:
+    """Digest of the code that determines a run of ``arch``: the training loop, the data reader,
+    the configuration and the module defining the architecture's class (comments and docstrings
+    left out, see :func:`~landscape_utils.study.provenance.source_digest`)."""
+    model_module = importlib.util.find_spec(ARCHITECTURES[arch].model.partition(":")[0]).origin
+    return source_digest([_HERE / "training.py", _HERE / "data.py", _HERE / "config.py", _HERE / "models.py",
+                          model_module])
 
 
 def _is_int(v: Any) -> bool:
@@ -97,8 +110,8 @@ def _is_number(v: Any) -> bool:
 def config_problems(cfg: TrainConfig) -> list[str]:
     """Every problem with ``cfg``, as readable sentences (empty when valid)."""
     p: list[str] = []
-    if cfg.arch not in MODELS:
-        p.append(f"unknown architecture {cfg.arch!r} (valid: {', '.join(sorted(MODELS))})")
+    if cfg.arch not in ARCHITECTURES:
+        p.append(f"unknown architecture {cfg.arch!r} (valid: {', '.join(ARCHITECTURES)})")
     for name in ("epochs", "batch_size"):
         v = getattr(cfg, name)
         if not _is_int(v) or v < 1:

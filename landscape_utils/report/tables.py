@@ -32,3 +32,11 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str
         return "| " + " | ".join(str(c).replace("|", "\\|") for c in values) + " |"
 
     return "\n".join([cells(headers), "|" + "---|" * len(headers), *map(cells, rows)])
+
+
+def architectures_table() -> str:
+    """The registered architectures: name, layers and trainable parameters."""
+    from ..study.registry import ARCHITECTURES
+
+    return markdown_table(["name", "architecture", "parameters"],
+                          [[a.label, a.description, f"{a.params:,}"] for a in ARCHITECTURES.values()])

@@ -1,14 +1,17 @@
 """Build the study's single-file HTML report from the executed notebooks.
 
-Layout of the inputs (written by papermill, one run per notebook and architecture)::
+Layout of the inputs (written by the workflow's notebook jobs; sections and architectures come
+from :mod:`landscape_utils.study.registry`, in its order)::
 
-    <profile_dir>/executed/<arch>/01_training.ipynb ... 05_connectivity.ipynb
-    <profile_dir>/executed/06_comparison.ipynb
+    <study_dir>/settings.json
+    <study_dir>/executed/<arch>/<section>.ipynb       one per section and architecture
+    <study_dir>/executed/comparison.ipynb             the cross-architecture notebook
 
 Layout of the report (one self-contained HTML file: images as data URIs, math as MathML, no
 code by default, no external script, style sheet or font, so it works offline):
 
-    title (the summary notebook's leading ``#`` heading), a line on the profile, contents
+    title (the summary notebook's leading ``#`` heading), a line naming the study and every
+    setting that differs from the study's defaults, contents
     introduction            summary cells tagged ``section:intro``
     one section per probe   its heading (the probe notebook's leading ``#`` heading),
                             the ``method`` cells of the first architecture's notebook,
@@ -19,42 +22,35 @@ code by default, no external script, style sheet or font, so it works offline):
 Headings inside notebooks are shifted so the outline nests; every heading gets a unique id and
 the table of contents links to those ids. Executed notebooks that failed are refused, as are
 missing ones. Parameter cells, cells tagged ``remove``/``hide``, widget outputs and empty cells
-are left out; streams lose ANSI codes and keep only the last state of ``\\r``-rewritten lines.
+are left out, and so is stderr (progress bars, warnings); stdout loses ANSI codes and keeps only
+the last state of ``\\r``-rewritten lines.
 
 nbformat/nbconvert/bs4 are imported inside functions: they cost seconds at import.
-Command line: ``python -m landscape_utils.report --profile-dir outputs/smoke --archs mlp cnn rescnn``.
+Command line: ``python -m landscape_utils report --profile smoke`` (see ``python -m landscape_utils -h``).
 """
 
 from __future__ import annotations
 
-import argparse
 import base64
 import binascii
 import copy
 import mimetypes
 import os
 import re
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-#: (section key, notebook stem) in reading order.
-PROBES = (
-    ("training", "01_training"),
-    ("curvature", "02_curvature"),
-    ("flatness", "03_flatness"),
-    ("slices", "04_slices"),
-    ("connectivity", "05_connectivity"),
-)
-SUMMARY = "06_comparison"
-SECTION_KEYS = ("intro",) + tuple(k for k, _ in PROBES) + ("conclusion",)
-DEFAULT_TITLES = {
-    "intro": "Introduction", "training": "Training", "curvature": "Curvature",
-    "flatness": "Flatness under perturbation", "slices": "One-dimensional slices",
-    "connectivity": "Mode connectivity", "conclusion": "Conclusion",
-}
-ARCH_LABELS = {"mlp": "MLP", "cnn": "CNN", "rescnn": "Residual CNN"}
+def _sections() -> dict[str, Any]:
+    from ..study.registry import SECTIONS
+
+    return SECTIONS
+
+
+def _section_keys() -> tuple[str, ...]:
+    return ("intro", *_sections(), "conclusion")
+
+
 #: Cells with one of these tags never reach the report.
 DROP_TAGS = frozenset({"parameters", "injected-parameters", "remove", "hide", "remove-cell",
                        "hide-cell", "papermill-error-cell-tag"})
@@ -92,15 +88,16 @@ class ReportCheckError(ReportError):
 # --------------------------------------------------------------------------- inputs
 
 
-def executed_path(profile_dir: Path, notebook: str, arch: str | None = None) -> Path:
-    """Where papermill writes ``notebook`` (a stem such as ``"02_curvature"``) for ``arch``."""
-    base = Path(profile_dir) / "executed"
-    return (base / arch if arch else base) / f"{notebook}.ipynb"
+def executed_path(study_dir: Path, section: str | None = None, arch: str | None = None) -> Path:
+    """Where the workflow writes the executed notebook of ``section`` for ``arch`` (the
+    comparison notebook when ``section`` is None)."""
+    base = Path(study_dir) / "executed"
+    return base / "comparison.ipynb" if section is None else base / arch / f"{section}.ipynb"
 
 
-def _make_hint(profile_dir: Path) -> str:
-    target = {"smoke": "make smoke", "full": "make report"}.get(Path(profile_dir).name)
-    return f"`{target}` produces them" if target else "run this profile's notebooks first"
+def _make_hint(study_dir: Path) -> str:
+    target = {"smoke": "make smoke", "full": "make report"}.get(Path(study_dir).name)
+    return f"`{target}` produces them" if target else "run this study's workflow first (make report SET=...)"
 
 
 def load_executed(path: Path, hint: str = "") -> Any:
@@ -156,7 +153,7 @@ def check_executed(nb: Any, path: Path | str) -> None:
     for i, cell in enumerate(nb.cells):
         tags = set(cell.metadata.get("tags", []))
         if cell.cell_type == "code" and cell.source.strip() and cell.get("execution_count") is None \
-                and not tags & DROP_TAGS:
+                and "parameters" not in tags:  # checks cells are left out of the report, never unrun
             raise NotebookFailedError(
                 f"{path}: cell {i}, which starts {_first_line(cell.source)!r}, was never executed; "
                 "the report needs a complete run")
@@ -178,6 +175,8 @@ def _clean_outputs(outputs: list) -> list:
     cleaned: list = []
     for out in outputs:
         out = copy.deepcopy(out)
+        if out.output_type == "stream" and out.name == "stderr":
+            continue  # progress bars and warnings are for the person running the notebook
         if out.output_type == "stream":
             # Merge consecutive chunks of one stream so that \r rewrites spanning chunks collapse.
             if cleaned and cleaned[-1].output_type == "stream" and cleaned[-1].name == out.name:
@@ -312,6 +311,25 @@ def _report_cells(nb: Any, path: Path, include_code: bool) -> list:
 # --------------------------------------------------------------------------- assembly
 
 
+def settings_header(study_dir: Path) -> str:
+    """Markdown: the study's profile and every setting that differs from the study's defaults.
+
+    Raises:
+        ReportError: no ``settings.json`` in ``study_dir``.
+    """
+    import json
+
+    path = Path(study_dir) / "settings.json"
+    if not path.is_file():
+        raise ReportError(f"{path} is missing: the report names the settings it was made with")
+    record = json.loads(path.read_text())
+    diff = record.get("differs_from_defaults", {})
+    if not diff:
+        return f"*Profile* `{record['profile']}` · every setting is the study's default."
+    items = "; ".join(f"`{k}` = {json.dumps(v)}" for k, v in diff.items())
+    return f"*Profile* `{record['profile']}` · settings that differ from the study's defaults: {items}."
+
+
 def _md(text: str) -> Any:
     import nbformat
 
@@ -322,11 +340,11 @@ def _tags(cell: Any) -> set:
     return set(cell.metadata.get("tags", []))
 
 
-def assemble_notebook(profile_dir: Path, archs: Sequence[str], include_code: bool = False) -> Any:
+def assemble_notebook(study_dir: Path, archs: Sequence[str], include_code: bool = False) -> Any:
     """Merge the executed notebooks into one report notebook (see the module docstring).
 
     Args:
-        profile_dir: e.g. ``outputs/smoke`` (holds ``executed/``).
+        study_dir: e.g. ``outputs/smoke`` (holds ``settings.json`` and ``executed/``).
         archs: architectures in report order; the first one's ``method`` cells are shown.
         include_code: keep code cells that have no output (for a report with code).
 
@@ -340,17 +358,19 @@ def assemble_notebook(profile_dir: Path, archs: Sequence[str], include_code: boo
     """
     import nbformat
 
-    profile_dir = Path(profile_dir)
+    study_dir = Path(study_dir)
     archs = list(archs)
     if not archs:
         raise ReportError("no architectures given")
     if len(set(archs)) != len(archs):
         raise ReportError(f"architectures repeat: {archs}")
-    hint = _make_hint(profile_dir)
+    hint = _make_hint(study_dir)
+    sections = _sections()
+    section_keys = _section_keys()
     # Load everything first and report every missing or failed notebook at once, not one per run.
-    summary_path = executed_path(profile_dir, SUMMARY)
+    summary_path = executed_path(study_dir)
     paths = {("summary", None): summary_path}
-    paths.update({(key, arch): executed_path(profile_dir, stem, arch) for key, stem in PROBES for arch in archs})
+    paths.update({(key, arch): executed_path(study_dir, key, arch) for key in sections for arch in archs})
     loaded, errors = {}, []
     for k, path in paths.items():
         try:
@@ -368,7 +388,7 @@ def assemble_notebook(profile_dir: Path, archs: Sequence[str], include_code: boo
     probes = {k: (nb, paths[k]) for k, nb in loaded.items() if k[0] != "summary"}
 
     title = _pop_title(summary) or "Loss-landscape geometry on MNIST"
-    by_key: dict[str, list] = {k: [] for k in SECTION_KEYS}
+    by_key: dict[str, list] = {k: [] for k in section_keys}
     for cell in _report_cells(summary, summary_path, include_code):
         keys = [t.split(":", 1)[1] for t in _tags(cell) if t.startswith("section:")]
         if not keys and cell.cell_type == "code" and not cell.outputs:
@@ -376,15 +396,17 @@ def assemble_notebook(profile_dir: Path, archs: Sequence[str], include_code: boo
         if len(keys) != 1 or keys[0] not in by_key:
             raise ReportError(
                 f"{summary_path}: cell {_first_line(cell.source)!r} needs exactly one tag section:<key> "
-                f"with key in {', '.join(SECTION_KEYS)} (or the tag 'remove'), has {sorted(_tags(cell))}")
+                f"with key in {', '.join(section_keys)} (or the tag 'remove'), has {sorted(_tags(cell))}")
         by_key[keys[0]].append(cell)
 
-    labels = ", ".join(ARCH_LABELS.get(a, a) for a in archs)
+    from ..study.registry import label
+
+    labels = ", ".join(label(a) for a in archs)
     when = summary.metadata.get("papermill", {}).get("end_time", "")[:10]
     cells = [
         _md(f"# {title}"),
-        _md(f"*Profile* `{profile_dir.name}` · *architectures* {labels}"
-            + (f" · *executed* {when}" if when else "")),
+        _md(f"*Study* `{study_dir.name}` · *architectures* {labels}" + (f" · *executed* {when}" if when else "")
+            + "\n\n" + settings_header(study_dir)),
         _md(_TOC_PLACEHOLDER),
     ]
 
@@ -394,8 +416,8 @@ def assemble_notebook(profile_dir: Path, archs: Sequence[str], include_code: boo
         head = [_md(f"{'#' * top} {default_heading}")] if default_heading else []
         return head + _demote(body, top + 1)
 
-    cells += block(by_key["intro"], 2, DEFAULT_TITLES["intro"]) if by_key["intro"] else []
-    for key, stem in PROBES:
+    cells += block(by_key["intro"], 2, "Introduction") if by_key["intro"] else []
+    for key in sections:
         section_title = None
         per_arch = {}
         for arch in archs:
@@ -404,15 +426,15 @@ def assemble_notebook(profile_dir: Path, archs: Sequence[str], include_code: boo
             section_title = section_title or t
             per_arch[arch] = _report_cells(nb, path, include_code)
         method = [c for c in per_arch[archs[0]] if "method" in _tags(c)]
-        cells.append(_md(f"## {section_title or DEFAULT_TITLES[key]}"))
+        cells.append(_md(f"## {section_title or sections[key].title}"))
         cells += _demote(method, 3)
         for arch in archs:
-            cells.append(_md(f"### Results: {ARCH_LABELS.get(arch, arch)}"))
+            cells.append(_md(f"### Results: {label(arch)}"))
             cells += _demote([c for c in per_arch[arch] if "method" not in _tags(c)], 4)
         if by_key[key]:
             cells += block(by_key[key], 3, "Comparison across architectures")
     if by_key["conclusion"]:
-        cells += block(by_key["conclusion"], 2, DEFAULT_TITLES["conclusion"])
+        cells += block(by_key["conclusion"], 2, "Conclusion")
 
     for i, cell in enumerate(cells):
         cell.id = f"report-cell-{i:04d}"  # unique, stable, valid nbformat 4.5 ids
@@ -733,14 +755,15 @@ def report_outline(html: str) -> list[tuple[int, str, str]]:
 # --------------------------------------------------------------------------- build + CLI
 
 
-def build_report(profile_dir: Path, archs: Sequence[str], out_html: Path, include_code: bool = False) -> Path:
+def build_report(study_dir: Path, out_html: Path, archs: Sequence[str] | None = None,
+                 include_code: bool = False) -> Path:
     """Assemble, render and check the report; write it to ``out_html`` only if it passes.
 
     Args:
-        profile_dir: e.g. ``outputs/smoke``, holding ``executed/<arch>/<notebook>.ipynb`` and
-            ``executed/06_comparison.ipynb``.
-        archs: architectures in report order, e.g. ``["mlp", "cnn", "rescnn"]``.
+        study_dir: e.g. ``outputs/smoke``, holding ``settings.json``,
+            ``executed/<arch>/<section>.ipynb`` and ``executed/comparison.ipynb``.
         out_html: where to write the report (parents are created; replaced atomically).
+        archs: architectures in report order (default: every registered one).
         include_code: show code inputs (default: outputs and text only).
 
     Returns:
@@ -751,8 +774,10 @@ def build_report(profile_dir: Path, archs: Sequence[str], out_html: Path, includ
         ReportCheckError: the HTML failed :func:`check_report_html`; the rejected HTML is kept
             beside ``out_html`` as ``*.rejected.html`` for inspection.
     """
+    from ..study.registry import ARCHITECTURES
+
     out_html = Path(out_html)
-    nb = assemble_notebook(Path(profile_dir), archs, include_code)
+    nb = assemble_notebook(Path(study_dir), list(archs or ARCHITECTURES), include_code)
     html = export_html(nb, include_code)
     out_html.parent.mkdir(parents=True, exist_ok=True)
     problems = check_report_html(html, include_code)
@@ -764,25 +789,3 @@ def build_report(profile_dir: Path, archs: Sequence[str], out_html: Path, includ
     tmp.write_text(html, encoding="utf-8")
     tmp.replace(out_html)
     return out_html
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command line: build the report; exit 1 with a one-paragraph reason on failure."""
-    parser = argparse.ArgumentParser(prog="python -m landscape_utils.report", description=__doc__.split("\n")[0])
-    parser.add_argument("--profile-dir", type=Path, required=True, help="e.g. outputs/smoke")
-    parser.add_argument("--archs", nargs="+", required=True, help="architectures in report order")
-    parser.add_argument("--out", type=Path, help="output HTML (default: <profile-dir>/report.html)")
-    parser.add_argument("--include-code", action="store_true", help="show code inputs")
-    args = parser.parse_args(argv)
-    out = args.out or args.profile_dir / "report.html"
-    try:
-        build_report(args.profile_dir, args.archs, out, args.include_code)
-    except ReportError as exc:
-        print(f"report not built: {exc}", file=sys.stderr)
-        return 1
-    print(out)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

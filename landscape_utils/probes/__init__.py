@@ -1,0 +1,22 @@
+"""Model-agnostic probes of a loss landscape. They work on any ``nn.Module``, never change it,
+and import nothing from the study.
+
+Every probe takes the model, a loss returning the batch mean, a fixed sample set
+``(inputs, targets)`` and, where it draws anything at random, an explicit ``torch.Generator``.
+"""
+
+from .connectivity import linear_path_losses, path_barrier
+from .directions import (eigenvector_direction, filter_normalised_direction, layer_normalised_direction,
+                         random_direction)
+from .flatness import isotropic_trace_prediction, perturbation_loss_changes
+from .hessian import HessianOperator, hvp, lanczos_top_eigs, power_iteration_top_eig
+from .slices import centred_grid, linear_slice_losses, linear_surface_losses, quadratic_fit_curvature
+from .spectrum import hutchinson_trace, hutchpp_trace, slq_spectral_density
+
+__all__ = [
+    "HessianOperator", "centred_grid", "eigenvector_direction", "filter_normalised_direction", "hutchinson_trace",
+    "hutchpp_trace", "hvp", "isotropic_trace_prediction", "lanczos_top_eigs", "layer_normalised_direction",
+    "linear_path_losses", "linear_slice_losses", "linear_surface_losses", "path_barrier",
+    "perturbation_loss_changes", "power_iteration_top_eig", "quadratic_fit_curvature", "random_direction",
+    "slq_spectral_density",
+]

@@ -1,0 +1,82 @@
+"""Prose that states the settings actually used, rendered from the study's configuration.
+
+No sentence of the report hard-codes a setting: notebooks display these instead, so the smoke
+profile and every override read true.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from ..study.registry import SECTIONS, TRAINING_SETTINGS
+
+
+def _list(values: Sequence[Any]) -> str:
+    values = [f"{v:g}" if isinstance(v, float) else str(v) for v in values]
+    return values[0] if len(values) == 1 else ", ".join(values[:-1]) + " and " + values[-1]
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n:,} {word}{'' if n == 1 else 's'}"
+
+
+def training_recipe(cfg) -> str:
+    """One sentence: how every architecture is trained."""
+    size = "all 60,000 training images" if cfg.train_size is None else f"a seeded subset of {cfg.train_size:,} training images"
+    cap = f", stopped after {_plural(cfg.max_steps, 'step')}" if cfg.max_steps is not None else ""
+    momentum = f" with momentum {cfg.momentum:g}" if cfg.momentum else ""
+    return (f"{_plural(cfg.epochs, 'epoch')} of SGD{momentum} on {size}{cap}, learning rate {cfg.lr:g}, batch "
+            f"size {cfg.batch_size}, cross-entropy loss, on the {cfg.device.upper() if cfg.device == 'cuda' else 'CPU'}")
+
+
+def probe_sets(cfg) -> str:
+    return (f"{cfg.probe_train_size:,} training and {cfg.probe_test_size:,} test examples "
+            f"(seeded subsets, seed {cfg.probe_seed}, the same for every run and probe)")
+
+
+def _section_sentence(section: str, cfg) -> str:
+    if section == "training":
+        return (f"Training: {training_recipe(cfg)}; one run per seed ({_list(cfg.seeds)}), initialisation and data "
+                f"order both seeded by the seed. The path from initialisation to the trained parameters is evaluated at "
+                f"{cfg.path_points} points on the probe sets.")
+    if section == "curvature":
+        return (f"Curvature on {cfg.probe_train_size:,} training examples: Lanczos for the top {cfg.lanczos_k} "
+                f"eigenvalues, stopped at relative Ritz residual ≤ {cfg.lanczos_tol:g}; λmin to {cfg.smallest_tol:g}; power "
+                f"iteration stopped at a relative change < {cfg.power_tol:g} (at most {cfg.power_max_iter} steps); "
+                f"Hutchinson's trace with {cfg.trace_probes} Rademacher probes; for seed(s) {_list(cfg.spectrum_seeds)} "
+                f"also Hutch++ ({cfg.trace_probes} HVPs) and the SLQ density ({cfg.slq_vectors} vectors × "
+                f"{cfg.slq_steps} Lanczos steps).")
+    if section == "flatness":
+        return (f"Flatness on {cfg.probe_train_size:,} training examples: {cfg.flatness_draws} draws per noise scale; "
+                f"isotropic σ ∈ {{{_list(cfg.isotropic_sigmas)}}} (absolute), filter and magnitude σ ∈ "
+                f"{{{_list(cfg.relative_sigmas)}}} (relative).")
+    if section == "slices":
+        return (f"Slices: α ∈ [−{cfg.slice_radius:g}, {cfg.slice_radius:g}] at {cfg.slice_points} points (α = 0 "
+                f"included); one raw direction, {_plural(cfg.slice_directions, 'filter-normalised direction')} and the "
+                f"top eigenvector per run; for seed(s) {_list(cfg.surface_seeds)} a 2-D surface over "
+                f"[−{cfg.surface_radius:g}, {cfg.surface_radius:g}]² at {cfg.surface_points}×{cfg.surface_points} points.")
+    if section == "connectivity":
+        pairs = ", ".join(f"{a}–{b}" for a, b in cfg.seed_pairs) or "none (one seed)"
+        return (f"Connectivity: {cfg.path_points} points along each straight path, both end points included; "
+                f"seed pairs {pairs}.")
+    declared = SECTIONS[section].settings if section in SECTIONS else ()
+    plain = cfg.to_dict()
+    return f"{section}: " + ", ".join(f"{k} = {plain[k]}" for k in declared) + "."
+
+
+def settings_note(study, section: str | None = None) -> str:
+    """Markdown naming the study, the settings that differ from the defaults, and (for a
+    section) the settings its method uses."""
+    diff = study.differences()
+    differs = ("the study's defaults" if not diff else
+               "the study's defaults except " + ", ".join(f"`{k}` = {v}" for k, v in diff.items()))
+    head = f"**Settings**: profile **{study.profile}** (study `{study.name}`): {differs}."
+    if section is None:
+        return head + f" Probe sets: {probe_sets(study.config)}."
+    return head + " " + _section_sentence(section, study.config)
+
+
+def training_settings(cfg) -> dict[str, Any]:
+    plain = cfg.to_dict()
+    return {k: plain[k] for k in TRAINING_SETTINGS}

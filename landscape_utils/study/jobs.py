@@ -1,0 +1,266 @@
+"""The study's per-unit jobs: what one workflow job computes for one section, architecture and
+seed (or seed pair), with a disk cache shared by the workflow and interactive notebooks.
+
+Each section's job function has the signature ``job(arch, unit, settings, upstream)`` (see
+:class:`~landscape_utils.study.registry.Section`) and returns plain data for JSON. ``settings``
+is a :class:`~landscape_utils.study.units.SectionSettings`: a job can read only the settings its
+registry entry declares. Every random draw comes from a generator seeded by a named setting.
+
+:func:`unit_result` loads a unit from the cache (``<outputs>/cache/...``, keyed by everything
+that made it) or computes and stores it atomically; :func:`section_results` does so for every
+unit of a section, which is what a notebook opened in JupyterLab calls.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..probes.connectivity import linear_path_losses
+from ..probes.directions import eigenvector_direction, filter_normalised_direction, random_direction
+from ..probes.flatness import isotropic_trace_prediction, perturbation_loss_changes
+from ..probes.hessian import lanczos_top_eigs, power_iteration_top_eig
+from ..probes.slices import centred_grid, linear_slice_losses, linear_surface_losses
+from ..probes.spectrum import hutchinson_trace, hutchpp_trace, slq_spectral_density
+from .data import ProbeSubset, load_mnist, probe_subset
+from .provenance import provenance
+from .registry import check_arch, check_section
+from .results import to_plain, write_json
+from .training import Run, train_or_load
+from .units import SectionSettings, Unit, cache_path, section_units, unit_key, unit_name, unit_seeds
+
+# Mean cross-entropy over a batch: the loss every probe measures.
+LOSS = nn.CrossEntropyLoss()
+NOISE_KINDS = ("isotropic", "filter", "magnitude")
+
+
+@dataclass(frozen=True)
+class ProbeData:
+    """The fixed samples every probe of the study evaluates."""
+
+    train: ProbeSubset
+    test: ProbeSubset
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"train": self.train.to_dict(), "test": self.test.to_dict(),
+                "description": f"{self.train.describe()}; {self.test.describe()}"}
+
+
+def probe_data(cfg, data_dir=None) -> ProbeData:
+    """The seeded probe subsets of the train and test splits named by ``cfg`` (on its device)."""
+    mnist = load_mnist(data_dir)
+    subsets = [probe_subset(mnist.train, cfg.probe_train_size, cfg.probe_seed, "train"),
+               probe_subset(mnist.test, cfg.probe_test_size, cfg.probe_seed, "test")]
+    if cfg.device != "cpu":
+        subsets = [ProbeSubset(s.split, s.size, s.seed, s.indices, s.x.to(cfg.device), s.y.to(cfg.device))
+                   for s in subsets]
+    return ProbeData(*subsets)
+
+
+def _generator(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def _on_device(model: nn.Module, cfg) -> nn.Module:
+    return model.to(cfg.device)
+
+
+def _run(arch: str, seed: int, cfg, progress: bool = False) -> Run:
+    return train_or_load(cfg.train_config(arch, seed), progress=progress)
+
+
+# ------------------------------------------------------------------------ the section jobs
+
+
+def training_job(arch: str, seed: int, cfg, upstream: dict[str, Any]) -> dict[str, Any]:
+    """Final metrics, the history, and the loss along the straight line init → final."""
+    run = _run(arch, seed, cfg, progress=True)
+    probe = probe_data(cfg)
+    model = _on_device(run.model("init"), cfg)
+    paths = {split: linear_path_losses(model, LOSS, getattr(probe, split).data, run.init_state, run.final_state,
+                                       n_points=cfg.path_points).to_dict() for split in ("train", "test")}
+    return {"seed": seed, "run": {"path": str(run.path), "key": run.config.key(), "config": run.config.to_dict()},
+            "final": run.final_metrics, "history": run.history, "init_to_final": paths,
+            "probe_data": probe.to_dict()}
+
+
+def curvature_job(arch: str, seed: int, cfg, upstream: dict[str, Any]) -> dict[str, Any]:
+    """Eigenvalues, power iteration and traces at the trained parameters (see :func:`curvature_of`);
+    the Hutch++ trace and SLQ density for the seeds in ``spectrum_seeds``."""
+    model, probe = _on_device(_run(arch, seed, cfg).model(), cfg), probe_data(cfg)
+    out = curvature_of(model, probe, cfg, density=seed in cfg.spectrum_seeds)
+    return {"seed": seed, "probe_data": probe.to_dict(), **out}
+
+
+def flatness_job(arch: str, seed: int, cfg, upstream: dict[str, Any]) -> dict[str, Any]:
+    """Loss changes under noise; the isotropic prediction uses this seed's Hutchinson trace."""
+    trace = upstream["curvature"]["trace"]
+    model, probe = _on_device(_run(arch, seed, cfg).model(), cfg), probe_data(cfg)
+    return {"seed": seed, "probe_data": probe.to_dict(),
+            **flatness_of(model, probe, cfg, trace=trace["estimate"], trace_stderr=trace["stderr"])}
+
+
+def slices_job(arch: str, seed: int, cfg, upstream: dict[str, Any]) -> dict[str, Any]:
+    """1-D slices per direction kind; the 2-D surface for the seeds in ``surface_seeds``."""
+    model, probe = _on_device(_run(arch, seed, cfg).model(), cfg), probe_data(cfg)
+    return {"seed": seed, "probe_data": probe.to_dict(),
+            **slices_of(model, probe, cfg, surface=seed in cfg.surface_seeds)}
+
+
+def connectivity_job(arch: str, pair: tuple[int, int], cfg, upstream: dict[str, Any]) -> dict[str, Any]:
+    """Loss and error along the straight line between two seeds' trained parameters."""
+    a, b = pair
+    probe = probe_data(cfg)
+    return {"probe_data": probe.to_dict(), **connectivity_of(_run(arch, a, cfg), _run(arch, b, cfg), probe, cfg)}
+
+
+# ------------------------------------------------------------------------ cache
+
+
+def unit_result(section: str, arch: str, unit: Unit, cfg, progress: bool = False) -> dict[str, Any]:
+    """One unit's results: from the cache when present, else computed now and cached.
+
+    Upstream units (``Section.reads``) are loaded or computed first. The returned dict holds
+    ``key``, ``section``, ``arch``, ``unit``, ``provenance``, ``seconds`` and ``result``.
+
+    Raises:
+        ValueError: unknown section or architecture, or a unit the settings do not have.
+        landscape_utils.study.training.TrainingDiverged: a training run diverged.
+    """
+    sec = check_section(section)
+    check_arch(arch)
+    if unit not in section_units(sec, cfg):
+        raise ValueError(f"{section} has no unit {unit_name(unit)} in these settings "
+                         f"(units: {', '.join(unit_name(u) for u in section_units(sec, cfg))})")
+    key = unit_key(sec, arch, unit, cfg)
+    path = cache_path(sec.key, arch, unit, key)
+    if path.is_file():
+        return json.loads(path.read_text())
+    upstream = {u: unit_result(u, arch, unit, cfg, progress)["result"] for u in sec.reads}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(f".{path.name}.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # a second process asking for this unit waits, then reads it
+        if path.is_file():
+            return json.loads(path.read_text())
+        started = time.time()
+        result = sec.job_function()(arch, unit, SectionSettings(cfg, sec), upstream)
+        record = {"key": key, "section": sec.key, "arch": arch, "unit": unit_name(unit),
+                  "seeds": list(unit_seeds(unit)), "seconds": round(time.time() - started, 3),
+                  "provenance": provenance(cfg.device), "result": to_plain(result)}
+        write_json(path, record)
+    return record
+
+
+def section_results(section: str, arch: str, cfg, progress: bool = True) -> dict[Unit, dict[str, Any]]:
+    """Every unit's results for one section and architecture (cached; computed when missing),
+    with a progress bar over the units that must be computed."""
+    from tqdm.std import tqdm  # a text bar: readable in a notebook, never a frozen widget
+
+    sec = check_section(section)
+    units = section_units(sec, cfg)
+    missing = [u for u in units if not cache_path(sec.key, arch, u, unit_key(sec, arch, u, cfg)).is_file()]
+    bar = tqdm(total=len(missing), disable=not (progress and missing), unit="unit",
+               desc=f"{section} [{arch}]")
+    out = {}
+    for u in units:
+        out[u] = unit_result(sec.key, arch, u, cfg)
+        if u in missing:
+            bar.update(1)
+    bar.close()
+    return out
+
+
+# ------------------------------------------------------------------------ probes per unit
+
+# ---------------------------------------------------------------------------- curvature
+
+
+def curvature_of(model: nn.Module, probe: ProbeData, cfg, density: bool = False) -> dict[str, Any]:
+    """Top-k and smallest eigenvalues (Lanczos), power iteration (the study's method) and the
+    Hutchinson trace on the fixed training probe set; with ``density``, also the Hutch++
+    trace and the SLQ spectral density."""
+    data = probe.train.data
+    top = lanczos_top_eigs(model, LOSS, data, _generator(cfg.curvature_seed), k=cfg.lanczos_k, tol=cfg.lanczos_tol)
+    bottom = lanczos_top_eigs(model, LOSS, data, _generator(cfg.curvature_seed), k=1, tol=cfg.smallest_tol,
+                              which="smallest")
+    power = power_iteration_top_eig(model, LOSS, data, _generator(cfg.curvature_seed), tol=cfg.power_tol,
+                                    max_iter=cfg.power_max_iter)
+    trace = hutchinson_trace(model, LOSS, data, _generator(cfg.curvature_seed), n_probes=cfg.trace_probes)
+    out = {
+        "lambda_max": top.eigenvalues[0], "top": top.to_dict(), "smallest": bottom.to_dict(),
+        "lambda_min": bottom.eigenvalues[0], "power": power.to_dict(),
+        "power_relative_error": abs(power.eigenvalue - top.eigenvalues[0]) / abs(top.eigenvalues[0]),
+        "trace": trace.to_dict(),
+    }
+    if density:  # the extra views of the spectrum, for one run
+        out["trace_hutchpp"] = hutchpp_trace(model, LOSS, data, _generator(cfg.curvature_seed),
+                                             n_hvp=cfg.trace_probes).to_dict()
+        out["density"] = slq_spectral_density(model, LOSS, data, _generator(cfg.curvature_seed),
+                                              n_vectors=cfg.slq_vectors, n_steps=cfg.slq_steps).to_dict()
+    return out
+
+
+# ----------------------------------------------------------------------------- flatness
+
+
+def flatness_of(model: nn.Module, probe: ProbeData, cfg, trace: float | None = None,
+                trace_stderr: float | None = None) -> dict[str, Any]:
+    """Loss changes under isotropic, filter-scaled and magnitude-scaled noise (train probe set).
+
+    With ``trace`` given, the isotropic result carries the prediction ½σ²·tr(H).
+    """
+    out: dict[str, Any] = {}
+    for i, kind in enumerate(NOISE_KINDS):
+        sigmas = cfg.isotropic_sigmas if kind == "isotropic" else cfg.relative_sigmas
+        res = perturbation_loss_changes(model, LOSS, probe.train.data, sigmas,
+                                        _generator(cfg.flatness_seed + 1000 * i), noise=kind,
+                                        n_draws=cfg.flatness_draws)
+        out[kind] = res.to_dict()
+    if trace is not None:
+        out["isotropic"]["prediction"] = isotropic_trace_prediction(cfg.isotropic_sigmas, trace,
+                                                                    trace_stderr).to_dict()
+    return out
+
+
+# ------------------------------------------------------------------------------- slices
+
+
+def slices_of(model: nn.Module, probe: ProbeData, cfg, surface: bool = False) -> dict[str, Any]:
+    """1-D slices on train and test probe sets along a raw direction (the study's),
+    ``slice_directions`` filter-normalised directions and the top Hessian eigenvector;
+    optionally a 2-D surface over two filter-normalised directions."""
+    g = _generator(cfg.direction_seed)
+    top = lanczos_top_eigs(model, LOSS, probe.train.data, _generator(cfg.curvature_seed), k=1, tol=cfg.lanczos_tol)
+    kinds = {
+        "raw": [random_direction(model, g)],
+        "filter-normalised": [filter_normalised_direction(model, g) for _ in range(cfg.slice_directions)],
+        "top eigenvector": [eigenvector_direction(model, top.eigenvectors[0], eigenvalue=top.eigenvalues[0])],
+    }
+    alphas = centred_grid(cfg.slice_radius, cfg.slice_points)
+    out: dict[str, Any] = {"lambda_max": top.eigenvalues[0], "kinds": {}}
+    for kind, directions in kinds.items():
+        out["kinds"][kind] = {split: linear_slice_losses(model, LOSS, getattr(probe, split).data, directions,
+                                                         alphas).to_dict() for split in ("train", "test")}
+    if surface:
+        u, v = (filter_normalised_direction(model, _generator(cfg.direction_seed + 1 + i)) for i in range(2))
+        grid = centred_grid(cfg.surface_radius, cfg.surface_points)
+        out["surface"] = linear_surface_losses(model, LOSS, probe.train.data, u, v, grid).to_dict()
+    return out
+
+
+# ------------------------------------------------------------------------- connectivity
+
+
+def connectivity_of(run_a: Run, run_b: Run, probe: ProbeData, cfg) -> dict[str, Any]:
+    """Loss and error along the straight line between two runs' final parameters."""
+    model = _on_device(run_a.model(), cfg)
+    return {"seeds": [run_a.config.init_seed, run_b.config.init_seed],
+            **{split: linear_path_losses(model, LOSS, getattr(probe, split).data, run_a.final_state,
+                                         run_b.final_state, n_points=cfg.path_points).to_dict()
+               for split in ("train", "test")}}

@@ -1,0 +1,255 @@
+"""Typed section summaries: each section's per-unit results reduced to what the report shows.
+
+One function per section builds its summary from the per-unit results (``{unit: record}``, as
+:func:`landscape_utils.study.jobs.section_results` returns them); notebooks call it, save it with
+:func:`save_summary`, and the comparison reads the typed fields back with :func:`load_summary`.
+Every quantity over seeds is an :class:`~landscape_utils.study.stats.Interval` (mean, 95%
+interval, per-seed ``values``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .provenance import SCHEMA_VERSION, provenance
+from .registry import check_section, resolve
+from .results import read_json, write_json
+from .stats import Interval, mean_interval
+from .units import summary_path, unit_name
+
+Records = Mapping[Any, Mapping[str, Any]]  # unit -> unit record (with "result")
+
+
+def _results(records: Records) -> list[dict[str, Any]]:
+    return [records[u]["result"] for u in records]
+
+
+def _iv(values) -> Interval:
+    return mean_interval(np.asarray(list(values), dtype=float))
+
+
+@dataclass(frozen=True)
+class Summary:
+    """Fields every summary has: the architecture, its units and the probe samples used."""
+
+    arch: str
+    units: tuple[str, ...]
+    probe_data: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: _encode(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]):
+        hints = typing.get_type_hints(cls)
+        return cls(**{f.name: _decode(hints[f.name], d[f.name]) for f in dataclasses.fields(cls)})
+
+
+def _encode(value: Any) -> Any:
+    if isinstance(value, Interval):
+        return value.to_dict()
+    if isinstance(value, Mapping):
+        return {str(k): _encode(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_encode(v) for v in value]
+    return value
+
+
+def _decode(tp: Any, value: Any) -> Any:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp is Interval:
+        return Interval.from_dict(value)
+    if origin in (dict, Mapping, typing.Mapping) and args:
+        return {k: _decode(args[1], v) for k, v in value.items()}
+    if origin in (tuple, list) and args:
+        return tuple(_decode(args[0], v) for v in value)
+    return value
+
+
+@dataclass(frozen=True)
+class TrainingSummary(Summary):
+    """Final metrics over seeds and, per seed, the history and the init → final path."""
+
+    seeds: tuple[int, ...]
+    eval_train_examples: int
+    steps: int
+    test_acc: Interval
+    test_loss: Interval
+    train_acc: Interval
+    train_loss: Interval
+    init_to_final_barrier_train: Interval
+    runs: tuple[dict, ...]
+
+
+def summarise_training(arch: str, records: Records, settings) -> TrainingSummary:
+    res = _results(records)
+    finals = [r["final"] for r in res]
+    return TrainingSummary(
+        arch=arch, units=tuple(map(unit_name, records)), probe_data=res[0]["probe_data"]["description"],
+        seeds=tuple(r["seed"] for r in res), eval_train_examples=res[0]["history"]["eval_train_examples"],
+        steps=res[0]["final"]["step"],
+        **{m: _iv(f[m] for f in finals) for m in ("test_acc", "test_loss", "train_acc", "train_loss")},
+        init_to_final_barrier_train=_iv(r["init_to_final"]["train"]["loss_barrier"]["barrier"] for r in res),
+        runs=tuple(res))
+
+
+@dataclass(frozen=True)
+class CurvatureSummary(Summary):
+    """Eigenvalues, traces and the cost of each method, over seeds; per-seed results in ``runs``."""
+
+    seeds: tuple[int, ...]
+    lambda_max: Interval
+    lambda_min: Interval
+    trace: Interval
+    power_lambda: Interval
+    power_relative_error: Interval
+    lanczos_hvps: Interval
+    power_hvps: Interval
+    runs: tuple[dict, ...]
+
+
+def summarise_curvature(arch: str, records: Records, settings) -> CurvatureSummary:
+    res = _results(records)
+    return CurvatureSummary(
+        arch=arch, units=tuple(map(unit_name, records)), probe_data=res[0]["probe_data"]["description"],
+        seeds=tuple(r["seed"] for r in res),
+        lambda_max=_iv(r["lambda_max"] for r in res), lambda_min=_iv(r["lambda_min"] for r in res),
+        trace=_iv(r["trace"]["estimate"] for r in res), power_lambda=_iv(r["power"]["eigenvalue"] for r in res),
+        power_relative_error=_iv(r["power_relative_error"] for r in res),
+        lanczos_hvps=_iv(r["top"]["n_hvp"] for r in res), power_hvps=_iv(r["power"]["n_hvp"] for r in res),
+        runs=tuple(res))
+
+
+@dataclass(frozen=True)
+class FlatnessSummary(Summary):
+    """Mean loss change per noise kind and σ (an interval over seeds for each σ)."""
+
+    seeds: tuple[int, ...]
+    draws: int
+    sigmas: dict[str, tuple[float, ...]]
+    mean_change: dict[str, tuple[Interval, ...]]
+    predicted_change: tuple[Interval, ...]
+    runs: tuple[dict, ...]
+
+
+def summarise_flatness(arch: str, records: Records, settings) -> FlatnessSummary:
+    res = _results(records)
+    kinds = [k for k in res[0] if isinstance(res[0][k], dict) and "sigmas" in res[0][k]]
+    return FlatnessSummary(
+        arch=arch, units=tuple(map(unit_name, records)), probe_data=res[0]["probe_data"]["description"],
+        seeds=tuple(r["seed"] for r in res), draws=len(res[0][kinds[0]]["changes"][0]),
+        sigmas={k: tuple(res[0][k]["sigmas"]) for k in kinds},
+        mean_change={k: tuple(_iv(r[k]["mean"][i] for r in res) for i in range(len(res[0][k]["sigmas"])))
+                     for k in kinds},
+        predicted_change=tuple(_iv(r["isotropic"]["prediction"]["prediction"][i] for r in res)
+                               for i in range(len(res[0]["isotropic"]["sigmas"]))),
+        runs=tuple(res))
+
+
+def slice_asymmetry(slice_result: Mapping[str, Any]) -> np.ndarray:
+    """Per slice, (L(+r) − L(−r)) / (|L(+r) − L(0)| + |L(−r) − L(0)|) at the grid's ends ±r.
+
+    0 for a symmetric (parabola-like) slice, ±1 for a monotone (linear-looking) one; bounded
+    in [−1, 1], so a flat slice cannot blow it up. (0 when the slice is exactly flat.)
+    """
+    losses = np.asarray(slice_result["losses"], dtype=float)  # (D, A)
+    centre = float(slice_result["loss"])
+    left, right = losses[:, 0], losses[:, -1]
+    scale = np.abs(right - centre) + np.abs(left - centre)
+    return np.divide(right - left, scale, out=np.zeros_like(scale), where=scale > 0)
+
+
+@dataclass(frozen=True)
+class SlicesSummary(Summary):
+    """Per direction kind: the fitted slice curvature and the asymmetry, over seeds."""
+
+    seeds: tuple[int, ...]
+    kinds: tuple[str, ...]
+    curvature: dict[str, Interval]
+    asymmetry: dict[str, Interval]
+    runs: tuple[dict, ...]
+
+
+def summarise_slices(arch: str, records: Records, settings) -> SlicesSummary:
+    res = _results(records)
+    kinds = tuple(res[0]["kinds"])
+    return SlicesSummary(
+        arch=arch, units=tuple(map(unit_name, records)), probe_data=res[0]["probe_data"]["description"],
+        seeds=tuple(r["seed"] for r in res), kinds=kinds,
+        curvature={k: _iv(np.mean(r["kinds"][k]["train"]["curvatures"]) for r in res) for k in kinds},
+        asymmetry={k: _iv(np.mean(slice_asymmetry(r["kinds"][k]["train"])) for r in res) for k in kinds},
+        runs=tuple(res))
+
+
+@dataclass(frozen=True)
+class ConnectivitySummary(Summary):
+    """Loss and error barriers between seed pairs (train and test probe sets)."""
+
+    pairs: tuple[tuple[int, ...], ...]
+    loss_barrier_train: Interval
+    loss_barrier_test: Interval
+    error_barrier_train: Interval
+    error_barrier_test: Interval
+    runs: tuple[dict, ...]
+
+
+def summarise_connectivity(arch: str, records: Records, settings) -> ConnectivitySummary:
+    res = _results(records)
+    return ConnectivitySummary(
+        arch=arch, units=tuple(map(unit_name, records)), probe_data=res[0]["probe_data"]["description"],
+        pairs=tuple(tuple(r["seeds"]) for r in res),
+        **{f"{q}_barrier_{split}": _iv(r[split][f"{q}_barrier"]["barrier"] for r in res)
+           for q in ("loss", "error") for split in ("train", "test")},
+        runs=tuple(res))
+
+
+# ------------------------------------------------------------------------ files
+
+
+def summarise(section: str, arch: str, records: Records, settings) -> Summary:
+    """The section's registered summary function applied to ``records``."""
+    return check_section(section).summarise_function()(arch, records, settings)
+
+
+def save_summary(section: str, summary: Summary, out_dir: str | Path, device: str = "cpu") -> Path:
+    """Write ``<out_dir>/summaries/<section>/<arch>.json`` with its type, schema and provenance."""
+    cls = type(summary)
+    return write_json(summary_path(out_dir, section, summary.arch),
+                      {"type": f"{cls.__module__}:{cls.__qualname__}", "schema_version": SCHEMA_VERSION,
+                       "provenance": provenance(device), "summary": summary.to_dict()})
+
+
+def load_summary(section: str, study_dir: str | Path, arch: str) -> Summary:
+    """The typed summary of ``section`` for ``arch`` saved under ``study_dir``.
+
+    Raises:
+        FileNotFoundError: not written yet (run the section's notebook first).
+        ValueError: written with another schema version.
+    """
+    path = summary_path(study_dir, section, arch)
+    if not path.is_file():
+        raise FileNotFoundError(f"no {section} summary for {arch} at {path}; run the section's notebook first")
+    record = read_json(path)
+    if record.get("schema_version") != SCHEMA_VERSION:
+        raise ValueError(f"{path}: schema version {record.get('schema_version')}, expected {SCHEMA_VERSION}")
+    return resolve(record["type"]).from_dict(record["summary"])
+
+
+def load_or_summarise(section: str, arch: str, cfg, out_dir: str | Path) -> Summary:
+    """The saved summary under ``out_dir``, else built from the per-unit results (cached units,
+    computed when missing) and saved there — what a notebook opened by hand relies on."""
+    try:
+        return load_summary(section, out_dir, arch)
+    except (FileNotFoundError, ValueError):
+        from .jobs import section_results  # torch, only when something must be computed
+
+        summary = summarise(section, arch, section_results(section, arch, cfg), cfg)
+        save_summary(section, summary, out_dir, cfg.device)
+        return summary

@@ -1,0 +1,131 @@
+"""The study's units of work and where their results live; cache keys made of what made them.
+
+A *unit* is what one workflow job computes for one section and architecture: a seed, or a pair
+of seeds for pairwise sections. This module is light (no torch): the workflow calls it on every
+dry run to name files and to compute the keys that decide reruns.
+
+Files, under the outputs folder:
+
+* ``cache/<section>/<arch>/<unit>-<key>.json`` — a unit's results, keyed by everything that made
+  them (the section's settings, the training runs' keys, upstream units' keys, the probe code's
+  digest). The workflow and an interactive notebook share it.
+* ``<study>/runs/<arch>/s<seed>.json`` — the training run a study uses (its manifest and path).
+* ``<study>/units/<section>/<arch>/<unit>.json`` — a unit's results as one study uses them.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from .paths import outputs_root
+from .provenance import PACKAGE_DIR, SCHEMA_VERSION, short_hash, source_digest
+from .registry import SECTIONS, TRAINING_SETTINGS, Section, check_section
+
+Unit = int | tuple[int, int]
+
+
+def section_units(section: str | Section, cfg) -> list[Unit]:
+    """The units of ``section`` for the study settings ``cfg``: its seeds, or its seed pairs."""
+    sec = section if isinstance(section, Section) else check_section(section)
+    return list(cfg.seed_pairs) if sec.per == "pair" else list(cfg.seeds)
+
+
+def unit_name(unit: Unit) -> str:
+    """``"s3"`` for seed 3, ``"s0-s1"`` for the pair (0, 1)."""
+    return "-".join(f"s{u}" for u in unit) if isinstance(unit, tuple) else f"s{unit}"
+
+
+def parse_unit(name: str) -> Unit:
+    """Inverse of :func:`unit_name`.
+
+    Raises:
+        ValueError: not of the form ``s<int>`` or ``s<int>-s<int>``.
+    """
+    parts = name.split("-")
+    if len(parts) not in (1, 2) or not all(p.startswith("s") and p[1:].isdigit() for p in parts):
+        raise ValueError(f"a unit is 's<seed>' or 's<seed>-s<seed>', got {name!r}")
+    seeds = tuple(int(p[1:]) for p in parts)
+    return seeds if len(seeds) == 2 else seeds[0]
+
+
+def unit_seeds(unit: Unit) -> tuple[int, ...]:
+    return unit if isinstance(unit, tuple) else (unit,)
+
+
+class SectionSettings:
+    """The study settings as one section's job may read them: its declared fields and training's.
+
+    Reading any other field raises, so a job cannot depend on a setting that its cache key and
+    the workflow's rerun rule do not cover.
+    """
+
+    def __init__(self, cfg, section: Section) -> None:
+        self._cfg = cfg
+        self._section = section
+        self._allowed = frozenset(section.settings) | frozenset(TRAINING_SETTINGS)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        if name not in self._allowed:
+            raise AttributeError(f"section {self._section.key!r} reads setting {name!r}, which its registry "
+                                 f"entry does not declare (declared: {', '.join(sorted(self._section.settings))})")
+        return getattr(self._cfg, name)
+
+    def train_config(self, arch: str, seed: int):
+        return self._cfg.train_config(arch, seed)
+
+    def declared(self) -> dict[str, Any]:
+        """The declared settings' values (plain JSON types)."""
+        plain = self._cfg.to_dict()
+        return {k: plain[k] for k in sorted(self._section.settings)}
+
+
+def probes_source_digest(section: Section) -> str:
+    """Digest of the code behind a section's results: the probes, the study's data and jobs
+    modules, and the module of the section's own job function."""
+    job_module = importlib.util.find_spec(section.job.partition(":")[0]).origin  # located, not imported
+    return source_digest([*(PACKAGE_DIR / "probes").glob("*.py"), PACKAGE_DIR / "study" / "jobs.py",
+                          PACKAGE_DIR / "study" / "data.py", job_module])
+
+
+def unit_key(section: str | Section, arch: str, unit: Unit, cfg) -> str:
+    """The cache key of one unit's results: a hash of everything that determines them."""
+    sec = section if isinstance(section, Section) else check_section(section)
+    payload = {
+        "schema": SCHEMA_VERSION, "section": sec.key, "arch": arch, "unit": unit_name(unit),
+        "settings": SectionSettings(cfg, sec).declared(), "source": probes_source_digest(sec),
+        "runs": [cfg.train_config(arch, s).key() for s in unit_seeds(unit)],
+        "upstream": {u: unit_key(u, arch, unit, cfg) for u in sec.reads},
+    }
+    return short_hash(payload)
+
+
+def cache_path(section: str, arch: str, unit: Unit, key: str) -> Path:
+    return outputs_root() / "cache" / section / arch / f"{unit_name(unit)}-{key}.json"
+
+
+def unit_path(study_dir: str | Path, section: str, arch: str, unit: Unit) -> Path:
+    return Path(study_dir) / "units" / section / arch / f"{unit_name(unit)}.json"
+
+
+def run_pointer_path(study_dir: str | Path, arch: str, seed: int) -> Path:
+    return Path(study_dir) / "runs" / arch / f"s{seed}.json"
+
+
+def summary_path(study_dir: str | Path, section: str, arch: str) -> Path:
+    return Path(study_dir) / "summaries" / section / f"{arch}.json"
+
+
+def all_sections() -> Iterable[Section]:
+    return SECTIONS.values()
+
+
+def notebook_source_digest() -> str:
+    """Digest of the code a section or comparison notebook runs besides its probes' results:
+    summaries, statistics and the report layer (figures, tables, analysis text)."""
+    return source_digest([*(PACKAGE_DIR / "report").glob("*.py"), PACKAGE_DIR / "study" / "summaries.py",
+                          PACKAGE_DIR / "study" / "stats.py", PACKAGE_DIR / "study" / "settings.py"])
