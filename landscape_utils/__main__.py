@@ -4,6 +4,7 @@
     python -m landscape_utils run --arch cnn --seed 1 [--profile full] [--set k=v ...] [--out F]
     python -m landscape_utils probe curvature --arch cnn --seed 1 [--profile full] [--out F]
     python -m landscape_utils probe connectivity --arch cnn --pair 0 1 [--profile full] [--out F]
+    python -m landscape_utils probe curvature --arch cnn --units s0 s1 s2 [--out F]   several units, one file
     python -m landscape_utils notebook 02_curvature --arch cnn [--profile full] --out F.ipynb
     python -m landscape_utils report [--profile full] [--set ...] [--out F.html]
     python -m landscape_utils settings [--profile full] [--set ...]   write settings.json, print the folder
@@ -77,10 +78,11 @@ def _parser() -> argparse.ArgumentParser:
     probe.add_argument("section")
     probe.add_argument("--arch", required=True)
     unit = probe.add_mutually_exclusive_group(required=True)
-    unit.add_argument("--seed", type=int)
-    unit.add_argument("--pair", type=int, nargs=2, metavar=("A", "B"))
+    unit.add_argument("--seed", type=int, help="one seed")
+    unit.add_argument("--pair", type=int, nargs=2, metavar=("A", "B"), help="one pair of seeds")
+    unit.add_argument("--units", nargs="+", metavar="UNIT", help="several units: s0 s1 ... or s0-s1 s0-s2 ...")
     _study_args(probe)
-    probe.add_argument("--out", default=None, help="also write the unit's results here (JSON)")
+    probe.add_argument("--out", default=None, help="also write the units' results here (one JSON file)")
 
     nb = sub.add_parser("notebook", help="execute a study notebook with papermill")
     nb.add_argument("notebook", help="notebook stem, e.g. 02_curvature")
@@ -143,16 +145,20 @@ def _cmd_probe(args, study) -> int:
     from .study.registry import check_arch, check_section
     from .study.results import write_json
 
+    from .study.units import parse_unit
+
     sec = check_section(args.section)
     check_arch(args.arch)
-    unit = tuple(args.pair) if args.pair else args.seed
-    if (sec.per == "pair") != isinstance(unit, tuple):
-        raise ValueError(f"section {sec.key!r} takes {'--pair A B' if sec.per == 'pair' else '--seed S'}")
+    todo = ([parse_unit(u) for u in args.units] if args.units else [tuple(args.pair) if args.pair else args.seed])
+    for unit in todo:
+        if (sec.per == "pair") != isinstance(unit, tuple):
+            raise ValueError(f"section {sec.key!r} takes {'pairs (--pair A B)' if sec.per == 'pair' else 'seeds (--seed S)'}")
     _threads()
-    record = jobs.unit_result(sec.key, args.arch, unit, study.config)
+    records = [jobs.unit_result(sec.key, args.arch, unit, study.config) for unit in todo]
     if args.out:
-        write_json(args.out, record)
-    print(f"{sec.key} {args.arch} {record['unit']}: key {record['key']}, {record['seconds']:.1f} s", file=sys.stderr)
+        write_json(args.out, {"section": sec.key, "arch": args.arch, "units": records})
+    for record in records:
+        print(f"{sec.key} {args.arch} {record['unit']}: key {record['key']}, {record['seconds']:.1f} s", file=sys.stderr)
     return 0
 
 
@@ -192,10 +198,8 @@ def _cmd_variants(args) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    from .study.data import MNISTFileError
-    from .study.execute import NotebookFailed
     from .report.html import ReportError
-    from .study.training import RunCacheError, TrainingDiverged
+    from .study.errors import MNISTFileError, NotebookFailed, RunCacheError, TrainingDiverged
 
     expected = (ValueError, FileNotFoundError, MNISTFileError, NotebookFailed, ReportError, RunCacheError,
                 TrainingDiverged, RuntimeError)

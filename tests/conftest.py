@@ -66,3 +66,41 @@ def rescaled_relu(model: nn.Sequential, c: float) -> nn.Sequential:
         out[0].bias.mul_(c)
         out[2].weight.div_(c)
     return out
+
+
+# --------------------------------------------------------------------------- the smoke study
+
+SNAKEMAKE_LOCAL = ["--profile", "workflow/profiles/default", "--cores", "2"]
+
+
+def snakemake(args: list[str], outputs: Path, cwd: Path = REPO, env: dict | None = None,
+              timeout: int = 1200, base_env: dict | None = None) -> "subprocess.CompletedProcess[str]":
+    """Run the workflow as `make` does (this interpreter's snakemake), its outputs under ``outputs``
+    (runs and unit caches too, unless ``env`` says otherwise)."""
+    import subprocess
+    import sys
+
+    full_env = dict(base_env or os.environ)
+    for var in ("LANDSCAPE_RUNS", "LANDSCAPE_CACHE"):
+        full_env.pop(var, None)
+    full_env.update({"LANDSCAPE_OUTPUTS": str(outputs), "LANDSCAPE_DATA": str(SHARED_DATA), "OMP_NUM_THREADS": "1",
+                     **(env or {})})
+    return subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=cwd, env=full_env, text=True,
+                          capture_output=True, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def landscape_outputs_dir(tmp_path_factory) -> Path:
+    """One outputs folder for the session: the smoke study, its run and unit caches."""
+    return tmp_path_factory.mktemp("outputs")
+
+
+@pytest.fixture(scope="session")
+def smoke_study(landscape_outputs_dir):
+    """The smoke study run once through the workflow, locally: (study folder, its full output)."""
+    import time
+
+    started = time.time()
+    proc = snakemake([*SNAKEMAKE_LOCAL, "--config", "profile=smoke"], landscape_outputs_dir)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    return landscape_outputs_dir / "smoke", proc.stdout + proc.stderr, time.time() - started

@@ -1,45 +1,53 @@
-"""End to end: the smoke profile's five notebooks x three architectures, the comparison and
-the report, built once per session into a temporary outputs folder; then the report is
-checked as a reader would meet it."""
+"""End to end: the smoke study through the workflow (train, per-unit probes, one notebook per
+section and architecture, the comparison, the report), once per session into a temporary outputs
+folder; then the report is checked as a reader would meet it, and the workflow's promises: a
+rerun does nothing, in seconds; the console stays clean."""
 
 from __future__ import annotations
 
 import json
 import re
+import sys
+import time
 
 import pytest
 
-from landscape_utils import pipeline, report
-from landscape_utils.study.models import MODELS
+from landscape_utils.report import html as report
+from landscape_utils.study.registry import ARCHITECTURES, SECTIONS
+from tests.conftest import REPO, SNAKEMAKE_LOCAL, snakemake
 from tests.test_report_browser import browser_check, require_browser
 
-ARCHS = sorted(MODELS)
-FIGURES = {"training_curves", "init_to_final", "eigenvalue_convergence", "spectral_density", "flatness",
-           "slices_train", "slices_test", "surface", "connectivity_losses", "connectivity_errors"}
+ARCHS = list(ARCHITECTURES)
+FIGURES = {"training_curves", "init_to_final", "eigenvalue_convergence", "spectral_density_s0", "flatness",
+           "slices_train", "slices_test", "surface_s0", "connectivity_losses", "connectivity_errors"}
 COMPARISON_FIGURES = {"test_accuracy", "lambda_max", "flatness", "slices", "barrier"}
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
-    outputs = tmp_path_factory.mktemp("outputs")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("LANDSCAPE_OUTPUTS", str(outputs))
-    mp.setenv("LANDSCAPE_RUNS", str(outputs / "runs"))
-    try:
-        html_path = pipeline.run_study("smoke", ARCHS, jobs=2)
-        yield outputs / "smoke", html_path
-    finally:
-        mp.undo()
+def smoke(smoke_study):
+    study_dir, _, _ = smoke_study
+    return study_dir, study_dir / "report.html"
 
 
-def test_every_notebook_ran_and_is_stamped(smoke):
-    profile_dir, _ = smoke
+def test_every_unit_notebook_and_summary_was_written(smoke):
+    study_dir, _ = smoke
+    settings = json.loads((study_dir / "settings.json").read_text())
+    seeds = settings["settings"]["seeds"]
     for arch in ARCHS:
-        for nb in pipeline.PROBE_NOTEBOOKS:
-            assert (profile_dir / "executed" / arch / f"{nb}.stamp").is_file(), (arch, nb)
-    assert (profile_dir / "executed" / "06_comparison.stamp").is_file()
+        for seed in seeds:
+            run = json.loads((study_dir / "runs" / arch / f"s{seed}.json").read_text())
+            assert run["config"]["arch"] == arch and run["config"]["init_seed"] == seed
+        for key, section in SECTIONS.items():
+            assert (study_dir / "executed" / arch / f"{key}.ipynb").is_file()
+            summary = json.loads((study_dir / "summaries" / key / f"{arch}.json").read_text())
+            prov = summary["provenance"]
+            assert prov["schema_version"] == 1 and prov["libraries"]["torch"] and prov["cpu_model"]
+            assert prov["package_path"] == str(REPO / "landscape_utils")
+            units = list((study_dir / "units" / key / arch).glob("*.json"))
+            assert len(units) == (len(seeds) * (len(seeds) - 1) // 2 if section.per == "pair" else len(seeds))
+    assert (study_dir / "executed" / "comparison.ipynb").is_file()
 
 
 def test_report_has_no_errors_and_unique_targets(smoke):
@@ -47,60 +55,87 @@ def test_report_has_no_errors_and_unique_targets(smoke):
     html = html_path.read_text()
     assert report.check_report_html(html) == []
     text = report.html_text(html)
-    for bad in ("Traceback", "Error:", "PapermillExecutionError", "nan", "NaN"):
-        assert bad not in text.split(), bad
+    for bad in ("Traceback", "Error:", "PapermillExecutionError", "nan", "NaN", "checks passed", "it/s]"):
+        assert bad not in text.split() and bad not in text, bad
     ids = re.findall(r'\sid="([^"]+)"', html)
     assert len(ids) == len(set(ids))
     for target in re.findall(r'href="#([^"]+)"', html):
         assert ids.count(target) == 1, target
+    assert "application/vnd.jupyter.stderr" not in html  # no stderr (progress bars, warnings)
+
+
+def test_report_names_the_settings_that_differ(smoke):
+    study_dir, html_path = smoke
+    text = report.html_text(html_path.read_text())
+    diff = json.loads((study_dir / "settings.json").read_text())["differs_from_defaults"]
+    assert "max_steps" in diff and "settings that differ from the study's defaults" in text
+    for key in diff:
+        assert key in text, key
+    # The prose states the settings used, not the full study's: 40 steps on 4,096 images.
+    assert "stopped after 40 steps" in text and "4,096 training images" in text and "3 epochs" not in text
 
 
 def test_every_expected_figure_exists_and_is_embedded(smoke):
-    profile_dir, html_path = smoke
+    study_dir, html_path = smoke
     for arch in ARCHS:
         for name in FIGURES:
-            path = profile_dir / "figures" / arch / f"{name}.png"
+            path = study_dir / "figures" / arch / f"{name}.png"
             assert path.is_file() and path.stat().st_size > 5000, path
     for name in COMPARISON_FIGURES:
-        assert (profile_dir / "figures" / "comparison" / f"{name}.png").stat().st_size > 5000
+        assert (study_dir / "figures" / "comparison" / f"{name}.png").stat().st_size > 5000
     images = re.findall(r'<img[^>]+src="data:image/png;base64,', html_path.read_text())
-    assert len(images) >= len(ARCHS) * len(FIGURES) + len(COMPARISON_FIGURES) - 2
+    assert len(images) >= len(ARCHS) * len(FIGURES) + len(COMPARISON_FIGURES)
 
 
 def test_report_reads_like_the_study(smoke):
     _, html_path = smoke
     outline = [title for _, _, title in report.report_outline(html_path.read_text())]
-    joined = " | ".join(outline)
-    order = ["Training", "Curvature", "Flatness", "slices", "connectivity", "Conclusion"]
+    order = [SECTIONS[k].title.split()[-1] for k in SECTIONS] + ["Conclusion"]
     positions = [next(i for i, t in enumerate(outline) if w.lower() in t.lower()) for w in order]
-    assert positions == sorted(positions), joined
+    assert positions == sorted(positions), outline
 
 
-def test_numbers_in_the_report_equal_the_results_files(smoke):
-    profile_dir, html_path = smoke
+def test_numbers_in_the_report_equal_the_summaries(smoke):
+    study_dir, html_path = smoke
     text = report.html_text(html_path.read_text())
+
+    def summary(section, arch):
+        return json.loads((study_dir / "summaries" / section / f"{arch}.json").read_text())["summary"]
+
     for arch in ARCHS:
-        res = json.loads((profile_dir / "results" / f"{arch}.json").read_text())
-        assert set(res) == {"training", "curvature", "flatness", "slices", "connectivity"}
-        for run in res["curvature"]["runs"]:
+        curv = summary("curvature", arch)
+        for run in curv["runs"]:
             assert f"{run['top']['eigenvalues'][0]:.4g}" in text  # per-seed λ1 table
-        lam = res["curvature"]["lambda_max"]
-        assert f"{lam['mean']:.3g} [{lam['low']:.3g}, {lam['high']:.3g}]" in text  # comparison tables
-        for run in res["training"]["runs"]:
-            assert f"{100 * run['test_acc']:.2f}%" in text
-        for pair in res["connectivity"]["runs"]:
+        lam = curv["lambda_max"]
+        assert f"{lam['mean']:.3g} [{lam['low']:.3g}, {lam['high']:.3g}]" in text  # comparison table
+        for run in summary("training", arch)["runs"]:
+            assert f"{100 * run['final']['test_acc']:.2f}%" in text
+        for pair in summary("connectivity", arch)["runs"]:
             assert f"{pair['train']['loss_barrier']['barrier']:.3g}" in text
 
 
-def test_second_run_skips_everything(smoke, monkeypatch):
-    profile_dir, _ = smoke
-    monkeypatch.setenv("LANDSCAPE_OUTPUTS", str(profile_dir.parent))
-    monkeypatch.setenv("LANDSCAPE_RUNS", str(profile_dir.parent / "runs"))
-    ran = []
-    real = pipeline.run_notebook
-    monkeypatch.setattr(pipeline, "run_notebook", lambda *a, **k: ran.append(r := real(*a, **k)) or r)
-    pipeline.run_study("smoke", ARCHS)
-    assert ran and not any(did for _, did in ran)
+def test_console_is_clean(smoke_study):
+    _, output, _ = smoke_study
+    assert "running over TCP without encryption" not in output
+    assert "Traceback" not in output
+
+
+def test_second_run_does_nothing_in_seconds(smoke_study, landscape_outputs_dir):
+    started = time.time()
+    proc = snakemake([*SNAKEMAKE_LOCAL, "--config", "profile=smoke"], landscape_outputs_dir)
+    seconds = time.time() - started
+    assert proc.returncode == 0 and "Nothing to be done" in proc.stdout + proc.stderr
+    assert seconds < 10, seconds
+
+
+def test_progress_lines(smoke_study):
+    from landscape_utils.study.progress import condense
+
+    _, output, _ = smoke_study
+    lines = list(condense(output.splitlines(), started=time.time()))
+    done = [ln for ln in lines if re.match(r"^\[\d\d:\d\d\] \d+ of \d+ jobs done \(\d+%\)$", ln)]
+    assert done and done[-1].split("] ")[1].startswith(done[-1].split()[3] + " of ")  # ends at n of n
+    assert any(re.match(r"^\[\d\d:\d\d\] \d+ jobs to run$", ln) for ln in lines)
 
 
 def test_report_in_a_real_browser(smoke):

@@ -26,7 +26,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from scipy import stats
 from torch import Tensor, nn
 
 from .directions import as_generator, gaussian_like
@@ -181,6 +180,8 @@ def perturbation_loss_changes(
     mean = changes.mean(axis=1)
     std = changes.std(axis=1, ddof=1)
     stderr = std / np.sqrt(n_draws)
+    from scipy import stats  # here, not at import: scipy.stats costs half a second per job
+
     half = stats.t.ppf(0.5 + confidence / 2, df=n_draws - 1) * stderr
     err_changes = None if res.errors is None else (res.errors.reshape(n_draws, sig.size) - base.error).T
     return FlatnessResult(

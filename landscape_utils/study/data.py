@@ -21,6 +21,7 @@ from torch import Tensor
 MNIST_MEAN = 0.1307
 MNIST_STD = 0.3081
 ENV_DATA_DIR = "LANDSCAPE_DATA"
+from .errors import MNISTFileError  # noqa: F401  (raised here, defined without imports)
 from .paths import REPO_ROOT
 DEFAULT_DATA_DIR = REPO_ROOT / "data"
 
@@ -32,10 +33,6 @@ MNIST_FILES: dict[str, tuple[int, tuple[int, ...], str]] = {
     "t10k-images-idx3-ubyte": (2051, (10000, 28, 28), "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7"),
     "t10k-labels-idx1-ubyte": (2049, (10000,), "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2"),
 }
-
-
-class MNISTFileError(RuntimeError):
-    """An MNIST file is missing, truncated or not the standard file."""
 
 
 @dataclass(frozen=True)

@@ -3,8 +3,8 @@ call), and refuse what papermill only warns about.
 
 The kernel is started over IPC sockets (no TCP port, no "running over TCP without encryption"
 warning), as the ``python3`` kernel of the running interpreter, with the notebook folder as its
-working directory and matplotlib's inline backend (an ``MPLBACKEND`` in the environment would drop
-every figure).
+working directory, this checkout's package first on its path, and matplotlib's inline backend (an
+``MPLBACKEND`` in the environment would drop every figure).
 """
 
 from __future__ import annotations
@@ -14,13 +14,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from .paths import NOTEBOOKS_DIR
+from .errors import NotebookFailed  # noqa: F401  (raised here, defined without imports)
+from .paths import NOTEBOOKS_DIR, REPO_ROOT
 
 KERNEL = "python3"  # resolved by jupyter_client to the running interpreter
-
-
-class NotebookFailed(RuntimeError):
-    """A notebook raised during execution; its output notebook shows where."""
 
 
 def notebook_path(stem: str) -> Path:
@@ -77,6 +74,8 @@ def execute_notebook(stem: str, out: str | os.PathLike, parameters: dict[str, An
 
     check_parameters(stem, parameters)
     os.environ.pop("MPLBACKEND", None)
+    # The kernel imports this checkout's package (not another install), like the job that runs it.
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH")) if p)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     try:

@@ -89,23 +89,23 @@ def _version(name: str) -> str | None:
 def provenance(device: str = "cpu") -> dict[str, Any]:
     """Where and with what a result was computed: package version and source digest, library
     versions, Python, device (and GPU name), CPU model, math threads, host and schema version."""
-    import torch
-
     from .. import __version__
 
+    torch = sys.modules.get("torch")  # its thread count where it is loaded; never imported for this
     info = {
         "schema_version": SCHEMA_VERSION,
         "package_version": __version__,
         "package_source_digest": package_digest(),
+        "package_path": str(PACKAGE_DIR),
         "python": platform.python_version(),
         "libraries": {name: _version(name) for name in LIBRARIES},
         "device": device,
         "cpu_model": _cpu_model(),
-        "torch_threads": torch.get_num_threads(),
+        "torch_threads": torch.get_num_threads() if torch else None,
         "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
         "platform": platform.platform(),
     }
-    if device == "cuda" and torch.cuda.is_available():
+    if device == "cuda" and torch and torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name()
     return info
 

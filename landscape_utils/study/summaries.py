@@ -242,14 +242,33 @@ def load_summary(section: str, study_dir: str | Path, arch: str) -> Summary:
     return resolve(record["type"]).from_dict(record["summary"])
 
 
+def section_records(section: str, arch: str, cfg, study_dir: str | Path | None = None) -> dict[Any, dict[str, Any]]:
+    """Every unit's record for one section and architecture: read from the study's block files
+    (what the workflow's probe jobs wrote) when they hold every unit with the expected key, else
+    from the shared cache, computing what is missing (with a progress bar)."""
+    from .units import parse_unit, section_units, unit_key
+
+    wanted = {u: unit_key(section, arch, u, cfg) for u in section_units(section, cfg)}
+    found: dict[Any, dict[str, Any]] = {}
+    if study_dir is not None:
+        for path in sorted((Path(study_dir) / "units" / section / arch).glob("part*.json")):
+            for record in read_json(path)["units"]:
+                unit = parse_unit(record["unit"])
+                if wanted.get(unit) == record["key"]:
+                    found[unit] = record
+    if set(found) == set(wanted):
+        return {u: found[u] for u in wanted}
+    from .jobs import section_results  # torch, only when something must be loaded from the cache or computed
+
+    return section_results(section, arch, cfg)
+
+
 def load_or_summarise(section: str, arch: str, cfg, out_dir: str | Path) -> Summary:
     """The saved summary under ``out_dir``, else built from the per-unit results (cached units,
     computed when missing) and saved there — what a notebook opened by hand relies on."""
     try:
         return load_summary(section, out_dir, arch)
     except (FileNotFoundError, ValueError):
-        from .jobs import section_results  # torch, only when something must be computed
-
-        summary = summarise(section, arch, section_results(section, arch, cfg), cfg)
+        summary = summarise(section, arch, section_records(section, arch, cfg, out_dir), cfg)
         save_summary(section, summary, out_dir, cfg.device)
         return summary

@@ -27,6 +27,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from .errors import TrainingDiverged, RunCacheError  # noqa: F401  (raised here, defined without imports)
 from .config import CACHE_VERSION, TrainConfig
 from .data import MNIST, Split, load_mnist, probe_subset
 from .models import build_model
@@ -39,14 +40,6 @@ EVAL_TRAIN_SIZE = 10_000
 EVAL_TRAIN_SEED = 0
 EVAL_BATCH = 2_000
 RUN_FILES = ("config.json", "init.pt", "final.pt", "history.json")
-
-
-class TrainingDiverged(RuntimeError):
-    """The training loss became NaN or infinite; nothing was saved."""
-
-
-class RunCacheError(RuntimeError):
-    """A run directory is incomplete or does not match its manifest."""
 
 
 @dataclass(frozen=True)

@@ -27,24 +27,29 @@ PY = sys.executable
 STUDY_ARGS = f"--profile {STUDY.profile} --overrides '{json.dumps(STUDY.overrides, sort_keys=True)}'"
 REPORT = f"{SD}/report.html"
 GPU = 1 if CFG.device == "cuda" else 0
+# Units (seeds or seed pairs) per probe job: 1 fans out fully (a cluster); 0 puts every unit of a
+# section and architecture in one job, which spares a 2-core machine most of the per-job start-up.
+BLOCK = int(config.get("block", 0))
 
 wildcard_constraints:
     arch="|".join(ARCHS),
     section="|".join(SECTIONS),
     seed=r"\d+",
-    unit=r"s\d+(-s\d+)?",
+    block=r"part\d+of\d+",
 
 
-def unit_files(section, arch):
-    return [str(units.unit_path(SD, section, arch, u)) for u in units.section_units(section, CFG)]
+def block_files(section, arch):
+    n = len(units.unit_blocks(section, CFG, BLOCK))
+    return [str(units.block_path(SD, section, arch, i, n)) for i in range(n)]
 
 
-def run_files(arch, unit):
-    return [str(units.run_pointer_path(SD, arch, s)) for s in units.unit_seeds(unit)]
+def block_units(section, block):
+    return units.block_units(section, CFG, BLOCK, block)
 
 
-def unit_flag(unit):
-    return f"--pair {unit[0]} {unit[1]}" if isinstance(unit, tuple) else f"--seed {unit}"
+def run_files(arch, unit_list):
+    seeds = sorted({s for u in unit_list for s in units.unit_seeds(u)})
+    return [str(units.run_pointer_path(SD, arch, s)) for s in seeds]
 
 
 def notebook_settings(section=None):
@@ -52,3 +57,9 @@ def notebook_settings(section=None):
     shown = set(registry.TRAINING_SETTINGS) | (set(registry.SECTIONS[section].settings) if section else set(CFG.to_dict()))
     plain = CFG.to_dict()
     return short_hash({k: plain[k] for k in sorted(shown)})
+
+
+def _block_index(block):
+    """(index from 0, count) of a block name such as part2of5."""
+    i, n = block[len("part"):].split("of")
+    return int(i) - 1, int(n)

@@ -29,28 +29,28 @@ rule train:
 
 rule probe:
     input:
-        runs=lambda w: run_files(w.arch, units.parse_unit(w.unit)),
-        upstream=lambda w: [str(units.unit_path(SD, u, w.arch, units.parse_unit(w.unit)))
+        runs=lambda w: run_files(w.arch, block_units(w.section, w.block)),
+        upstream=lambda w: [str(units.block_path(SD, u, w.arch, *_block_index(w.block)))
                             for u in registry.SECTIONS[w.section].reads],
     output:
-        f"{SD}/units/{{section}}/{{arch}}/{{unit}}.json",
+        f"{SD}/units/{{section}}/{{arch}}/{{block}}.json",
     params:
-        key=lambda w: units.unit_key(w.section, w.arch, units.parse_unit(w.unit), CFG),
-        unit=lambda w: unit_flag(units.parse_unit(w.unit)),
+        key=lambda w: short_hash([units.unit_key(w.section, w.arch, u, CFG) for u in block_units(w.section, w.block)]),
+        units=lambda w: " ".join(units.unit_name(u) for u in block_units(w.section, w.block)),
     threads: 1
     resources:
         mem_mb=lambda w: registry.SECTIONS[w.section].mem_mb,
-        runtime=lambda w: registry.SECTIONS[w.section].runtime_min,
+        runtime=lambda w: registry.SECTIONS[w.section].runtime_min * len(block_units(w.section, w.block)),
         gpu=lambda w: GPU if registry.SECTIONS[w.section].gpu else 0,
     shell:
         "OMP_NUM_THREADS={threads} {PY} -m landscape_utils probe {wildcards.section} --arch {wildcards.arch} "
-        "{params.unit} {STUDY_ARGS} --out {output}"
+        "--units {params.units} {STUDY_ARGS} --out {output}"
 
 
 rule notebook:
     input:
         notebook=lambda w: f"notebooks/{registry.SECTIONS[w.section].notebook}.ipynb",
-        units=lambda w: unit_files(w.section, w.arch),
+        units=lambda w: block_files(w.section, w.arch),
     output:
         executed=f"{SD}/executed/{{arch}}/{{section}}.ipynb",
         summary=f"{SD}/summaries/{{section}}/{{arch}}.json",
