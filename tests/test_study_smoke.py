@@ -45,8 +45,9 @@ def test_every_unit_notebook_and_summary_was_written(smoke):
             prov = summary["provenance"]
             assert prov["schema_version"] == 1 and prov["libraries"]["torch"] and prov["cpu_model"]
             assert prov["package_path"] == str(REPO / "landscape_utils")
-            units = list((study_dir / "units" / key / arch).glob("*.json"))
-            assert len(units) == (len(seeds) * (len(seeds) - 1) // 2 if section.per == "pair" else len(seeds))
+            records = [r for path in (study_dir / "units" / key / arch).glob("part*.json")
+                       for r in json.loads(path.read_text())["units"]]
+            assert len(records) == (len(seeds) * (len(seeds) - 1) // 2 if section.per == "pair" else len(seeds))
     assert (study_dir / "executed" / "comparison.ipynb").is_file()
 
 
@@ -61,7 +62,7 @@ def test_report_has_no_errors_and_unique_targets(smoke):
     assert len(ids) == len(set(ids))
     for target in re.findall(r'href="#([^"]+)"', html):
         assert ids.count(target) == 1, target
-    assert "application/vnd.jupyter.stderr" not in html  # no stderr (progress bars, warnings)
+    assert 'data-mime-type="application/vnd.jupyter.stderr"' not in html  # no stderr output (progress bars, warnings)
 
 
 def test_report_names_the_settings_that_differ(smoke):

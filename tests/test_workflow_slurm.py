@@ -27,12 +27,18 @@ def _without_paths(value):
     return value
 
 
+def _records(study_dir: Path) -> dict[tuple[str, str, str], dict]:
+    """(section, arch, unit) -> unit record, from the study's block files (whatever the blocks)."""
+    return {(r["section"], r["arch"], r["unit"]): r for path in study_dir.glob("units/*/*/part*.json")
+            for r in json.loads(path.read_text())["units"]}
+
+
 def test_smoke_study_through_slurm_equals_the_local_run(tmp_path_factory, smoke_study):
     require_private_slurm()
     local_dir, _, _ = smoke_study
     outputs = tmp_path_factory.mktemp("slurm-outputs")
     with private_slurm(tmp_path_factory.mktemp("slurm"), cpus=4) as cluster:
-        args = ["--profile", "workflow/profiles/slurm", "--config", "profile=smoke", "--jobs", "8",
+        args = ["--profile", "workflow/profiles/slurm", "--config", "profile=smoke", "block=1", "--jobs", "8",
                 "--slurm-no-account", "--default-resources", f"slurm_partition={cluster.partition}",
                 "--slurm-init-seconds-before-status-checks", "1", "--seconds-between-status-checks", "1"]
         proc = snakemake(args, outputs, base_env=cluster.env, timeout=1500)
@@ -46,12 +52,13 @@ def test_smoke_study_through_slurm_equals_the_local_run(tmp_path_factory, smoke_
     assert "localrule report" in log and "localrule probe" not in log and "localrule train" not in log
 
     slurm_dir = outputs / "smoke"
-    local_units = sorted(p.relative_to(local_dir) for p in local_dir.glob("units/*/*/*.json"))
-    assert local_units and local_units == sorted(p.relative_to(slurm_dir) for p in slurm_dir.glob("units/*/*/*.json"))
-    for rel in local_units:
-        a, b = (json.loads((d / rel).read_text()) for d in (local_dir, slurm_dir))
-        assert a["key"] == b["key"], rel  # same settings, runs and code
-        assert _without_paths(a["result"]) == _without_paths(b["result"]), rel
+    local, remote_units = _records(local_dir), _records(slurm_dir)
+    assert local and sorted(local) == sorted(remote_units)
+    assert len(list(slurm_dir.glob("units/*/*/part*.json"))) == len(local)  # block=1: one unit per SLURM job
+    for name, a in local.items():
+        b = remote_units[name]
+        assert a["key"] == b["key"], name  # same settings, runs and code
+        assert _without_paths(a["result"]) == _without_paths(b["result"]), name
     for path in local_dir.glob("summaries/*/*.json"):
         other = slurm_dir / path.relative_to(local_dir)
         assert _without_paths(json.loads(path.read_text())["summary"]) == \
