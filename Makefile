@@ -25,14 +25,20 @@ LOCK ?= requirements.lock
 DATA ?=
 export LANDSCAPE_DATA := $(if $(DATA),$(abspath $(DATA)),$(LANDSCAPE_DATA))
 
+# Units (seeds or seed pairs) per probe job: 0 = all of a section and architecture in one job (a
+# 2-core machine spares the per-job start-up), 1 = one job per seed (a cluster fans out).
 ifeq ($(EXECUTOR),slurm)
-  RUN_ARGS := --profile workflow/profiles/slurm \
-    $(if $(SLURM_ACCOUNT),--default-resources slurm_account=$(SLURM_ACCOUNT),--slurm-no-account) \
-    $(if $(SLURM_PARTITION),--default-resources slurm_partition=$(SLURM_PARTITION)) $(SLURM_EXTRA)
-else
+  BLOCK ?= 1
+  SLURM_RESOURCES := $(if $(SLURM_ACCOUNT),slurm_account=$(SLURM_ACCOUNT)) $(if $(SLURM_PARTITION),slurm_partition=$(SLURM_PARTITION))
+  RUN_ARGS := --profile workflow/profiles/slurm $(if $(SLURM_ACCOUNT),,--slurm-no-account) \
+    $(if $(strip $(SLURM_RESOURCES)),--default-resources $(SLURM_RESOURCES)) $(SLURM_EXTRA)
+else ifeq ($(EXECUTOR),local)
+  BLOCK ?= 0
   RUN_ARGS := --profile workflow/profiles/default --cores $(JOBS)
+else
+  $(error EXECUTOR must be local or slurm, got '$(EXECUTOR)')
 endif
-study = $(SNAKEMAKE) $(RUN_ARGS) --config profile=$(1) set="$(SET)" $(2) 2>&1 | $(PY) -m landscape_utils.study.progress
+study = $(SNAKEMAKE) $(RUN_ARGS) --config profile=$(1) set="$(SET)" block=$(BLOCK) $(2) 2>&1 | $(PY) -m landscape_utils.study.progress
 
 .DEFAULT_GOAL := help
 .PHONY: help env lock report smoke plan variants clean-variants lab train test bench clean
@@ -40,6 +46,7 @@ study = $(SNAKEMAKE) $(RUN_ARGS) --config profile=$(1) set="$(SET)" $(2) 2>&1 | 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-15s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 	@echo "  variables: SET='key=value ...'  JOBS=<cores>  EXECUTOR=local|slurm  SLURM_ACCOUNT=  SLURM_PARTITION="
+	@echo "             BLOCK=<units per probe job; 0 = all>  SLURM_EXTRA='<more snakemake options>'"
 	@echo "             DATA=<folder holding MNIST/raw/>  PROFILE=<name> (make plan)  PYTHON=$(PYTHON)"
 
 $(VENV)/.stamp: pyproject.toml $(wildcard $(LOCK))
@@ -63,7 +70,7 @@ smoke: $(VENV)/.stamp ## the same study, tiny (minutes) -> outputs/smoke/report.
 
 PROFILE ?= full
 plan: $(VENV)/.stamp ## what `make report` would run and why (PROFILE=smoke, SET=... as for the study)
-	$(SNAKEMAKE) --profile workflow/profiles/default --config profile=$(PROFILE) set="$(SET)" --dry-run --quiet rules
+	$(SNAKEMAKE) $(RUN_ARGS) --config profile=$(PROFILE) set="$(SET)" block=$(BLOCK) --dry-run --quiet rules
 
 variants: $(VENV)/.stamp ## list the study folders made by SET=... overrides, with their settings
 	@$(PY) -m landscape_utils variants

@@ -221,7 +221,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         usage = isinstance(exc, (ValueError, FileNotFoundError))
         hint = "" if usage else " (LANDSCAPE_DEBUG=1 shows the traceback)"
-        print(f"error: {exc}{hint}", file=sys.stderr)
+        message = "; ".join(line.strip(" -") for line in str(exc).splitlines() if line.strip())
+        print(f"error: {message}{hint}", file=sys.stderr)
         return 2 if usage else 1
 
 

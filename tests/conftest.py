@@ -74,7 +74,7 @@ SNAKEMAKE_LOCAL = ["--profile", "workflow/profiles/default", "--cores", "2"]
 
 
 def snakemake(args: list[str], outputs: Path, cwd: Path = REPO, env: dict | None = None,
-              timeout: int = 1200, base_env: dict | None = None) -> "subprocess.CompletedProcess[str]":
+              timeout: int = 1200, base_env: dict | None = None):
     """Run the workflow as `make` does (this interpreter's snakemake), its outputs under ``outputs``
     (runs and unit caches too, unless ``env`` says otherwise)."""
     import subprocess

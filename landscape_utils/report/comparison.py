@@ -12,7 +12,6 @@ from typing import Any
 
 from ..study.registry import ARCHITECTURES, label
 from ..study.stats import Interval, compare_to_reported, ordering_statement, relation_to_value
-from ..study.summaries import load_summary
 from .tables import markdown_table
 
 # What the original write-up reported (single runs, no error bars).
@@ -23,15 +22,6 @@ REPORTED_SLICE_SHAPES = {"mlp": "near-linear", "cnn": "rising, asymmetric", "res
 VERDICT_TEXT = {"holds": "holds", "contradicted": "is contradicted", "unresolved": "is not resolved"}
 
 Summaries = Mapping[str, Mapping[str, Any]]  # section -> arch -> typed summary
-
-
-def load_summaries(study_dir, archs, sections) -> dict[str, dict[str, Any]]:
-    """section -> arch -> typed summary, read from ``study_dir``.
-
-    Raises:
-        FileNotFoundError: a summary is missing (names it and says which notebook writes it).
-    """
-    return {s: {a: load_summary(s, study_dir, a) for a in archs} for s in sections}
 
 
 def _labels() -> dict[str, str]:

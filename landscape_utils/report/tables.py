@@ -2,20 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 
 def fmt(value: float | None, spec: str = ".3g") -> str:
     """One number as the report shows it ("—" for None)."""
     return "—" if value is None else format(value, spec)
-
-
-def fmt_interval(iv: Mapping[str, Any], spec: str = ".3g") -> str:
-    """``mean [low, high]`` from an interval dict (``experiments.interval_dict``)."""
-    if iv["n"] < 2:
-        return f"{fmt(iv['mean'], spec)} (single run)"
-    return f"{fmt(iv['mean'], spec)} [{fmt(iv['low'], spec)}, {fmt(iv['high'], spec)}]"
 
 
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:

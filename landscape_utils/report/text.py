@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from ..study.registry import SECTIONS, TRAINING_SETTINGS
+from ..study.registry import SECTIONS
 
 
 def _list(values: Sequence[Any]) -> str:
@@ -75,8 +75,3 @@ def settings_note(study, section: str | None = None) -> str:
     if section is None:
         return head + f" Probe sets: {probe_sets(study.config)}."
     return head + " " + _section_sentence(section, study.config)
-
-
-def training_settings(cfg) -> dict[str, Any]:
-    plain = cfg.to_dict()
-    return {k: plain[k] for k in TRAINING_SETTINGS}

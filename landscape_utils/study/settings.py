@@ -159,10 +159,6 @@ def study_problems(cfg: StudyConfig) -> list[str]:
     return p
 
 
-def profile_names() -> list[str]:
-    return sorted(p.stem for p in PROFILES_DIR.glob("*.toml"))
-
-
 def _coerce(values: dict[str, Any]) -> dict[str, Any]:
     # TOML and JSON give lists; the dataclass holds tuples (hashable, immutable). Integers given
     # for float settings become floats, so lr=1 and lr=1.0 name the same study.

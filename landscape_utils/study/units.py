@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import importlib.util
 import os
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from .paths import outputs_root
 from .provenance import PACKAGE_DIR, SCHEMA_VERSION, short_hash, source_digest
-from .registry import SECTIONS, TRAINING_SETTINGS, Section, check_section
+from .registry import TRAINING_SETTINGS, Section, check_section
 
 Unit = int | tuple[int, int]
 
@@ -158,10 +157,6 @@ def run_pointer_path(study_dir: str | Path, arch: str, seed: int) -> Path:
 
 def summary_path(study_dir: str | Path, section: str, arch: str) -> Path:
     return Path(study_dir) / "summaries" / section / f"{arch}.json"
-
-
-def all_sections() -> Iterable[Section]:
-    return SECTIONS.values()
 
 
 def notebook_source_digest() -> str:
