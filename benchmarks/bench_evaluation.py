@@ -53,7 +53,7 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 
 
 def load_samples(n: int) -> tuple[tuple[torch.Tensor, torch.Tensor], str]:
-    """``n`` MNIST training samples (seed 0) via landscape_utils.data, else random tensors."""
+    """``n`` MNIST training samples (seed 0) via landscape_utils.study.data, else random tensors."""
     try:
         from landscape_utils.study.data import load_mnist, probe_subset
 
@@ -185,7 +185,7 @@ def _measure(quick: bool) -> dict:
         results[name] = row
     return {
         "benchmark": "evaluation",
-        "model": "cnn (target) and mlp from landscape_utils.models.build_model, seed 0; path end seed 1",
+        "model": "cnn (target) and mlp from landscape_utils.study.models.build_model, seed 0; path end seed 1",
         "data": data_note,
         "n_samples": n_samples,
         "batch_size": batch_size,

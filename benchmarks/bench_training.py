@@ -1,4 +1,4 @@
-"""Training-loop throughput: ``landscape_utils.training.train`` against a bare PyTorch loop.
+"""Training-loop throughput: ``landscape_utils.study.training.train`` against a bare PyTorch loop.
 
 Both run the same recipe (the study's CNN, SGD lr 0.01 momentum 0.9, batch 64, the same
 samples in the same order) in the same process, interleaved, several times; the ratio of

@@ -1,7 +1,7 @@
 """Directions in parameter space for slices, surfaces and perturbations.
 
 A direction is a dict name -> tensor shaped like every trainable parameter (in
-:func:`~landscape_utils.params.named_params` order), wrapped in :class:`Direction` together
+:func:`~landscape_utils.probes.params.named_params` order), wrapped in :class:`Direction` together
 with how it was normalised and the seed that reproduces it.
 
 Normalisations (θ = the reference parameters, by default the model's own):

@@ -13,7 +13,7 @@ overhead matters for large models and small sample sets.
 the MLP on CPU, so points run one after another.)
 
 The model is put in eval mode for the evaluation and every submodule's mode is restored
-afterwards (:func:`landscape_utils.params.probe_mode`). Buffers (e.g. BatchNorm running
+afterwards (:func:`landscape_utils.probes.params.probe_mode`). Buffers (e.g. BatchNorm running
 statistics) are the model's own at every point.
 """
 
@@ -150,7 +150,7 @@ def functional_losses(
         loss_fn: ``loss_fn(outputs, targets)`` returning the mean loss over a batch; batch
             means are combined weighted by batch size.
         data: ``(inputs, targets)``, the fixed samples; moved batch by batch to the model's device.
-        points: parameter dicts keyed like :func:`~landscape_utils.params.named_params` (same
+        points: parameter dicts keyed like :func:`~landscape_utils.probes.params.named_params` (same
             names, shapes and dtypes; any device or memory layout, matched to the model's);
             may be a lazy iterable, consumed chunk by chunk.
         batch_size: samples per forward pass (default :data:`DEFAULT_BATCH_SIZE`).

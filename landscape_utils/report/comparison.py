@@ -43,7 +43,7 @@ def _claims_sentence(comparison, what: str) -> str:
 
 def accuracy_statement(training: Mapping[str, Any]) -> str:
     """Ordering of test accuracy across architectures (where the intervals resolve it)."""
-    return _ordering({a: s.test_acc for a, s in training.items()}, "test accuracy", "more accurate", fmt="{:.4f}")
+    return _ordering({a: s.test_acc for a, s in training.items()}, "Test accuracy", "more accurate", fmt="{:.4f}")
 
 
 def models_table(training: Mapping[str, Any]) -> str:
@@ -119,7 +119,7 @@ def connectivity_analysis(connectivity: Mapping[str, Any], split: str = "train")
         present.append(f"{label(arch)} {'shows a barrier' if rel == '>' else 'shows no barrier resolved above zero'}"
                        f" ({iv.format()} nats over {iv.n} seed pairs)")
     text = "Between independently trained runs, " + "; ".join(present) + ". "
-    text += _ordering(ivs, f"loss barrier ({split})", "less connected").replace(" seeds)", " seed pairs)")
+    text += _ordering(ivs, f"Loss barrier ({split})", "less connected").replace(" seeds)", " seed pairs)")
     order = [a for a in REPORTED_BARRIER_ORDER if a in ivs]
     if len(order) >= 2:
         text += " " + _claims_sentence(compare_to_reported(ivs, order, labels=_labels()),

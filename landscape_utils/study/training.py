@@ -139,7 +139,7 @@ def train_or_load(config: TrainConfig, *, data_dir: str | os.PathLike | None = N
 
     Args:
         config: the run's full configuration (validated when it was built).
-        data_dir: MNIST folder (see :func:`landscape_utils.data.load_mnist`).
+        data_dir: MNIST folder (see :func:`landscape_utils.study.data.load_mnist`).
         runs_dir: cache folder (default ``$LANDSCAPE_RUNS`` or ``<repo>/outputs/runs``).
         progress: show a progress bar over the steps.
         download: allow torchvision to download missing MNIST files.
@@ -147,7 +147,7 @@ def train_or_load(config: TrainConfig, *, data_dir: str | os.PathLike | None = N
     Raises:
         TrainingDiverged: the loss became non-finite (nothing is cached).
         RuntimeError: CUDA asked for but not available.
-        landscape_utils.data.MNISTFileError: missing or corrupted data.
+        landscape_utils.study.errors.MNISTFileError: missing or corrupted data.
     """
     if config.device == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("device='cuda' was asked for but CUDA is not available here")
