@@ -24,7 +24,6 @@ import json
 import os
 import re
 import secrets
-import shutil
 import signal
 import socket
 import subprocess
@@ -38,6 +37,8 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
+
+from tests.test_report_browser import browser_missing
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -134,19 +135,9 @@ _STATE_JS = r"""(path) => {
 
 # ---- prerequisites ------------------------------------------------------------------------------
 
-def _browser_missing() -> str | None:
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
-        return "Python package playwright is not installed (pip install playwright)"
-    if not (Path(CHROMIUM).is_file() or shutil.which(CHROMIUM)):
-        return f"{CHROMIUM} not found (apt-get install -y chromium)"
-    return None
-
-
 def _require_browser() -> None:
     """Skip when chromium/playwright is missing -- but fail under CI."""
-    reason = _browser_missing()
+    reason = browser_missing()
     if reason:
         if os.environ.get("CI", "").strip().lower() in ("true", "1"):
             pytest.fail(f"JupyterLab UI test required under CI: {reason}")
