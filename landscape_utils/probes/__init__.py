@@ -10,11 +10,12 @@ from .directions import (eigenvector_direction, filter_normalised_direction, lay
                          random_direction)
 from .flatness import isotropic_trace_prediction, perturbation_loss_changes
 from .hessian import HessianOperator, hvp, lanczos_top_eigs, power_iteration_top_eig
+from .hvp_paths import HessianUnavailableError
 from .slices import centred_grid, linear_slice_losses, linear_surface_losses, quadratic_fit_curvature
 from .spectrum import hutchinson_trace, hutchpp_trace, slq_spectral_density
 
 __all__ = [
-    "HessianOperator", "centred_grid", "eigenvector_direction", "filter_normalised_direction", "hutchinson_trace",
+    "HessianOperator", "HessianUnavailableError", "centred_grid", "eigenvector_direction", "filter_normalised_direction", "hutchinson_trace",
     "hutchpp_trace", "hvp", "isotropic_trace_prediction", "lanczos_top_eigs", "layer_normalised_direction",
     "linear_path_losses", "linear_slice_losses", "linear_surface_losses", "path_barrier",
     "perturbation_loss_changes", "power_iteration_top_eig", "quadratic_fit_curvature", "random_direction",

@@ -3,12 +3,16 @@
 Everything here concerns the Hessian H of the mean loss ``L(θ) = loss_fn(model(X), Y)`` over a
 fixed sample set ``S = (X, Y)`` chosen by the caller, taken with respect to the model's trainable
 parameters θ at their current values. Vectors are flat, of length P, in the order of
-:func:`landscape_utils.params.flatten`, and in the model's dtype and device.
+:func:`landscape_utils.probes.params.flatten`, and in the model's dtype and device.
 
 * :class:`HessianOperator` — the HVP ``v -> H v`` (in-memory or accumulated over batches).
 * :func:`lanczos_top_eigs` — the k largest (or smallest) eigenpairs by Lanczos with full
   re-orthogonalisation, stopped on the Ritz residual.
 * :func:`power_iteration_top_eig` — the original study's (and pyhessian's) power iteration.
+
+Models whose operations lack a second derivative (fused attention, hardsigmoid, ...) are handled by
+:class:`HessianOperator`'s HVP paths (exact double backward, the math attention backend, or central
+differences of gradients; see :mod:`landscape_utils.probes.hvp_paths`); every result records the path.
 
 No probe changes the model's parameters, its train/eval mode (on any submodule), its buffers or
 any ``.grad``; every random draw comes from the ``torch.Generator`` passed in.
@@ -26,6 +30,8 @@ from scipy.linalg import eigh_tridiagonal
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from . import hvp_paths as paths
+from .hvp_paths import HessianUnavailableError  # noqa: F401 (re-exported)
 from .params import check_data, named_params, probe_mode
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
@@ -60,7 +66,8 @@ class HessianOperator:
     :meth:`matvec` (one backward pass each, ``retain_graph=True``). With ``batch_size`` given, every
     :meth:`matvec` walks S in contiguous slices of that size, rebuilds the graph per slice and
     sums the per-slice HVPs weighted by ``len(slice) / |S|`` (so the result is the HVP of the
-    mean loss over S whatever the split, for a model without batch-coupled layers).
+    mean loss over S whatever the split, for a model without batch-coupled layers). Batched mode
+    keeps one slice's graph at a time: use it for large models or sample sets.
 
     Parameters are read through ``torch.func.functional_call`` on detached leaves that share the
     model's storage: the model's parameters and ``.grad`` are never touched.
@@ -72,23 +79,48 @@ class HessianOperator:
     makes the Hessian depend on ``batch_size``). Train mode is refused for models containing
     dropout, whose masks would come from the global RNG.
 
+    HVP path (see :mod:`landscape_utils.probes.hvp_paths`): with ``hvp="auto"`` the first
+    :meth:`matvec` tries double backward; if PyTorch reports a missing second derivative it
+    retries under the math attention backend (when the error names an attention kernel) and then
+    switches to central differences of gradients. The chosen path is kept for every later product
+    and recorded in ``hvp_path`` / ``hvp_reason`` (and in every solver result). ``hvp="autograd"``
+    or ``"finite-difference"`` forces a path. When nothing works,
+    :class:`~landscape_utils.probes.hvp_paths.HessianUnavailableError` names the operation.
+
+    Finite differences: ``H v ≈ (∇L(θ+εv) − ∇L(θ−εv)) / 2ε`` with
+    ``ε = h·(1 + ‖θ‖)/‖v‖``, ``h = fd_step`` or (machine eps)^(1/3) of the compute dtype, computed
+    in float64 when the model allows (a float64 functional copy of θ ± εv, of the floating buffers
+    and inputs; the model is not cast) and returned in the model's dtype. The first product is also
+    computed at 2ε; ``hvp_rel_error = ‖Hv(ε) − Hv(2ε)‖ / ‖Hv(ε)‖`` estimates the relative error
+    (truncation and rounding). It costs two gradients per product (four for the first).
+
     Args:
         model: any ``nn.Module``; its trainable parameters (``requires_grad``) define P.
         loss_fn: ``loss_fn(outputs, targets)`` returning the *mean* loss over the batch (scalar).
         data: ``(inputs, targets)``, the fixed sample set S.
         batch_size: ``None`` for in-memory mode, else a positive int.
         train: run the forward passes in train mode (see above).
+        hvp: ``"auto"`` (default), ``"autograd"`` or ``"finite-difference"``.
+        fd_step: relative finite-difference step h (default: eps^(1/3) of the compute dtype).
+        fd_float64: compute finite differences in float64 when the model allows (default True).
 
     Attributes:
         dim: P, the number of trainable scalars.
         dtype, device: those of the model's parameters (and of every vector in or out).
         n_hvp: number of HVPs over the whole of S computed so far.
+        n_grad: number of first-order gradients over S spent by finite differences.
         loss: the mean loss over S at θ (known at construction in-memory; after the first
-            matvec in batched mode; ``None`` before).
+            matvec in batched mode, where finite differences give it to O(ε²); ``None`` before).
+        hvp_path: ``"autograd"``, ``"autograd (math attention)"`` or ``"finite differences"``;
+            ``None`` before the first product (unless forced).
+        hvp_reason: why that path (the error that ruled out the previous one).
+        hvp_rel_error: estimated relative HVP error (finite differences; None for autograd).
+        fd_dtype, fd_rel_step: compute dtype and h of finite differences (None otherwise).
 
     Raises:
-        ValueError: bad data, batch size, loss, a model without trainable parameters, or
-            ``train=True`` on a model with dropout.
+        ValueError: bad data, batch size, loss, ``hvp`` or ``fd_step``, a model without trainable
+            parameters, or ``train=True`` on a model with dropout.
+        HessianUnavailableError: (from :meth:`matvec`) no allowed path works.
     """
 
     def __init__(
@@ -98,6 +130,9 @@ class HessianOperator:
         data: Sequence[Tensor],
         batch_size: int | None = None,
         train: bool = False,
+        hvp: str = "auto",
+        fd_step: float | None = None,
+        fd_float64: bool = True,
     ) -> None:
         self.inputs, self.targets = check_data(data)
         if batch_size is not None:
@@ -106,6 +141,9 @@ class HessianOperator:
             raise ValueError("loss_fn must be callable as loss_fn(outputs, targets)")
         if train and any(isinstance(m, nn.modules.dropout._DropoutNd) for m in model.modules()):
             raise ValueError("train=True is refused for models with dropout (random masks)")
+        self.hvp_mode = paths.check_hvp_mode(hvp)
+        if fd_step is not None:
+            check_positive("fd_step", fd_step)
         self.model, self.loss_fn = model, loss_fn
         self.batch_size, self.train = batch_size, train
         # Leaves sharing storage with the model's parameters; requires_grad only on these copies.
@@ -116,23 +154,53 @@ class HessianOperator:
         self.dtype, self.device = first.dtype, first.device
         self.dim = sum(t.numel() for t in self._leaves.values())
         self.n_hvp = 0
+        self.n_grad = 0
         self.loss: float | None = None
         self._grads: list[Tensor] | None = None
-        if batch_size is None:
-            loss, self._grads = self._gradient_graph(self.inputs, self.targets)
-            self.loss = float(loss.detach())
+        self._graph_error: BaseException | None = None
+        self._math_attention = False
+        self.hvp_path: str | None = None
+        self.hvp_reason = ""
+        self.hvp_rel_error: float | None = None
+        self.fd_dtype: torch.dtype | None = None
+        self.fd_rel_step: float | None = fd_step
+        self._fd_float64 = fd_float64
+        self._theta_norm: float | None = None
+        if hvp == "finite-difference":
+            self._use_fd("forced by hvp='finite-difference'")
+            if batch_size is None:
+                self.loss = self._loss_at_theta()
+        elif batch_size is None:
+            try:
+                loss, self._grads = self._gradient_graph(self.inputs, self.targets)
+            except (RuntimeError, NotImplementedError) as err:
+                if not paths.is_missing_derivative(err):
+                    raise
+                self._graph_error = err  # resolved (or reported) by the first matvec
+            else:
+                self.loss = float(loss.detach())
 
-    def _gradient_graph(self, x: Tensor, y: Tensor) -> tuple[Tensor, list[Tensor]]:
-        """Mean loss on (x, y) and its parameter gradients, with the graph kept for a 2nd pass."""
-        with probe_mode(self.model, self.train):
-            args: dict[str, Tensor] = dict(self._leaves)
+    # ----------------------------------------------------------------- forward passes
+
+    def _forward_loss(self, args: dict[str, Tensor], x: Tensor, y: Tensor) -> Tensor:
+        """Mean loss of the model evaluated functionally at ``args`` (params, maybe buffers)."""
+        with probe_mode(self.model, self.train), paths.attention_context(self._math_attention):
             if self.train:
                 # Clones take the in-place running-statistics updates instead of the model.
-                args.update({n: b.clone() for n, b in self.model.named_buffers()})
+                for n, b in self.model.named_buffers():
+                    args.setdefault(n, b.clone())
             loss = self.loss_fn(functional_call(self.model, args, (x,)), y)
         if not isinstance(loss, Tensor) or loss.numel() != 1:
             raise ValueError("loss_fn must return a scalar tensor (the mean loss over the batch)")
-        loss = loss.reshape(())
+        return loss.reshape(())
+
+    def _loss_at_theta(self) -> float:
+        with torch.no_grad():
+            return float(self._forward_loss(dict(self._leaves), self.inputs, self.targets))
+
+    def _gradient_graph(self, x: Tensor, y: Tensor) -> tuple[Tensor, list[Tensor]]:
+        """Mean loss on (x, y) and its parameter gradients, with the graph kept for a 2nd pass."""
+        loss = self._forward_loss(dict(self._leaves), x, y)
         # autograd.grad, not .backward(create_graph=True): no parameter-gradient reference cycle
         # and nothing written to .grad. Unused parameters get a zero gradient (and zero HVP).
         grads = torch.autograd.grad(loss, list(self._leaves.values()), create_graph=True, allow_unused=True)
@@ -157,31 +225,202 @@ class HessianOperator:
             out = [h if h is not None else o for h, o in zip(hv, out)]
         return torch.cat([h.reshape(-1) for h in out]).detach()
 
+    def _slices(self):
+        n = self.inputs.shape[0]
+        for start in range(0, n, self.batch_size):
+            x, y = self.inputs[start : start + self.batch_size], self.targets[start : start + self.batch_size]
+            yield x, y, x.shape[0] / n  # mean over S = size-weighted mean of batch means
+
+    # ----------------------------------------------------------------- autograd path
+
+    def _autograd_hvp(self, v: Tensor) -> Tensor:
+        if self.batch_size is None:
+            if self._grads is None:
+                if self._graph_error is not None:
+                    err, self._graph_error = self._graph_error, None
+                    raise err
+                loss, self._grads = self._gradient_graph(self.inputs, self.targets)
+                self.loss = float(loss.detach())
+            return self._hvp_through(self._grads, v)
+        out = torch.zeros(self.dim, dtype=self.dtype, device=self.device)
+        total_loss = 0.0
+        for x, y, weight in self._slices():
+            loss, grads = self._gradient_graph(x, y)
+            out += weight * self._hvp_through(grads, v)
+            total_loss += weight * float(loss.detach())
+            del loss, grads  # free this slice's graph before building the next
+        self.loss = total_loss
+        return out
+
+    # ----------------------------------------------------------------- finite-difference path
+
+    def _use_fd(self, reason: str) -> None:
+        self.hvp_path, self.hvp_reason = paths.FINITE_DIFFERENCES, reason
+        self._grads, self._graph_error = None, None  # free the first-order graph
+        self._math_attention = False
+        self.fd_dtype = paths.fd_compute_dtype(self.dtype, self._fd_float64)
+        with torch.no_grad():
+            sq = sum(float(p.to(torch.float64).pow(2).sum()) for p in self._leaves.values())
+        self._theta_norm = math.sqrt(sq)
+
+    def _shifted_gradient(self, v: Tensor, eps: float, dtype: torch.dtype) -> tuple[Tensor, float]:
+        """∇L(θ + εv) over S (flat, ``dtype``) and L(θ + εv); θ + εv is a new tensor per parameter."""
+        sizes = [t.numel() for t in self._leaves.values()]
+        pieces = torch.split(v.to(dtype), sizes)
+        with torch.no_grad():
+            shifted = {n: (p.to(dtype) + eps * s.view_as(p)).requires_grad_(True)
+                       for (n, p), s in zip(self._leaves.items(), pieces)}
+        buffers: dict[str, Tensor] = {}
+        if dtype != self.dtype:
+            buffers = {n: b.to(dtype) if b.is_floating_point() else b.clone() for n, b in self.model.named_buffers()}
+
+        def cast(t: Tensor) -> Tensor:
+            return t.to(dtype) if t.is_floating_point() and dtype != self.dtype else t
+
+        batches = [(self.inputs, self.targets, 1.0)] if self.batch_size is None else self._slices()
+        grad = torch.zeros(self.dim, dtype=dtype, device=self.device)
+        total = 0.0
+        for x, y, weight in batches:
+            loss = self._forward_loss({**shifted, **buffers}, cast(x), cast(y))
+            g = torch.autograd.grad(loss, list(shifted.values()), allow_unused=True)
+            grad += weight * torch.cat([(gi if gi is not None else torch.zeros_like(p)).reshape(-1)
+                                        for gi, p in zip(g, shifted.values())])
+            total += weight * float(loss.detach())
+            del loss, g
+        self.n_grad += 1
+        return grad, total
+
+    def _fd_product(self, v: Tensor, scale: float = 1.0) -> Tensor:
+        """Central difference at step ``scale·ε`` in ``fd_dtype`` (flat, ``fd_dtype``)."""
+        vn = float(v.norm())
+        if vn == 0.0:
+            return torch.zeros(self.dim, dtype=self.fd_dtype, device=self.device)
+        eps = scale * paths.fd_epsilon(self._theta_norm, vn, self.fd_dtype, self.fd_rel_step)
+        g_plus, l_plus = self._shifted_gradient(v, eps, self.fd_dtype)
+        g_minus, l_minus = self._shifted_gradient(v, -eps, self.fd_dtype)
+        if self.batch_size is not None or self.loss is None:
+            self.loss = 0.5 * (l_plus + l_minus)  # L(θ) + O(ε²)
+        g_plus -= g_minus
+        del g_minus
+        return g_plus.div_(2 * eps)
+
+    def _fd_first(self, v: Tensor) -> Tensor:
+        """First finite-difference product: pick the dtype, ε, and estimate the error from 2ε."""
+        if self.fd_dtype != self.dtype:
+            try:
+                h1 = self._fd_product(v)
+            except (RuntimeError, TypeError) as err:
+                if paths.is_missing_derivative(err):
+                    raise
+                self.hvp_reason += f"; float64 refused ({_short(err)}), computed in the model's dtype"
+                self.fd_dtype = self.dtype
+                h1 = self._fd_product(v)
+        else:
+            h1 = self._fd_product(v)
+        if self.fd_rel_step is None:
+            self.fd_rel_step = paths.fd_relative_step(self.fd_dtype)
+        h2 = self._fd_product(v, scale=2.0)
+        n1 = float(h1.norm())
+        diff = float((h1 - h2).norm())
+        self.hvp_rel_error = diff / n1 if n1 > 0 else (0.0 if diff == 0 else math.inf)
+        return h1
+
+    # ----------------------------------------------------------------- path selection
+
+    def _select_and_multiply(self, v: Tensor) -> Tensor:
+        """First product: choose the path (see the class docstring) and return ``H v``."""
+        attempts: list[tuple[str, BaseException]] = []
+        if self.hvp_mode in ("auto", "autograd"):
+            try:
+                out = self._autograd_hvp(v)
+                self.hvp_path, self.hvp_reason = paths.AUTOGRAD, "double backward available"
+                return out
+            except (RuntimeError, NotImplementedError) as err:
+                if not paths.is_missing_derivative(err):
+                    raise
+                attempts.append((paths.AUTOGRAD, err))
+                self._grads = None
+            if paths.mentions_attention(attempts[-1][1]):
+                self._math_attention = True
+                try:
+                    out = self._autograd_hvp(v)
+                    self.hvp_path = paths.MATH_ATTENTION
+                    self.hvp_reason = f"fused attention has no double backward ({_short(attempts[-1][1])})"
+                    return out
+                except (RuntimeError, NotImplementedError) as err:
+                    if not paths.is_missing_derivative(err):
+                        raise
+                    attempts.append((paths.MATH_ATTENTION, err))
+                    self._grads, self._math_attention = None, False
+        if self.hvp_mode in ("auto", "finite-difference"):
+            if self.hvp_mode == "auto":
+                self._use_fd("no double backward: " + "; ".join(f"{p}: {_short(e)}" for p, e in attempts))
+            try:
+                return self._fd_first(v)
+            except (RuntimeError, NotImplementedError) as err:
+                if not paths.is_missing_derivative(err):
+                    raise
+                attempts.append((paths.FINITE_DIFFERENCES, err))
+                self.hvp_path = None
+        raise self._unavailable(attempts)
+
+    def _unavailable(self, attempts: list[tuple[str, BaseException]]) -> paths.HessianUnavailableError:
+        """The error naming the failing operation (anomaly-mode diagnosis) and the paths tried."""
+        last = attempts[-1][1]
+        name = paths.operation_from_message(last)
+        first_order = self.hvp_mode != "autograd" and attempts[-1][0] == paths.FINITE_DIFFERENCES
+
+        n = self.inputs.shape[0] if self.batch_size is None else self.batch_size
+
+        def failing() -> None:  # on one slice: the failure does not depend on the data
+            loss = self._forward_loss(dict(self._leaves), self.inputs[:n], self.targets[:n])
+            grads = torch.autograd.grad(loss, list(self._leaves.values()), create_graph=not first_order,
+                                        allow_unused=True)
+            if not first_order:
+                live = [g for g in grads if g is not None and g.requires_grad]
+                torch.autograd.grad(sum(g.sum() for g in live), list(self._leaves.values()), allow_unused=True)
+
+        where = paths.diagnose_operation(failing)
+        operation = (f"{name} ({where})" if name and where else name or where) or "(not identified)"
+        msgs = [(p, _short(e, 300)) for p, e in attempts]
+        if first_order:
+            msgs[-1] = (msgs[-1][0], "needs first-order gradients, which fail: " + msgs[-1][1])
+        if self.hvp_mode == "autograd":
+            msgs.append((paths.FINITE_DIFFERENCES, "not tried (hvp='autograd')"))
+        return paths.HessianUnavailableError(operation, msgs)
+
+    # ----------------------------------------------------------------- public
+
     def matvec(self, v: Tensor) -> Tensor:
         """Return ``H v`` for a flat vector ``v`` of shape (P,) (cast to the model's dtype/device)."""
         if not isinstance(v, Tensor) or v.dim() != 1 or v.numel() != self.dim:
             shape = tuple(v.shape) if isinstance(v, Tensor) else type(v).__name__
             raise ValueError(f"vector has shape {shape}; expected ({self.dim},)")
         v = v.detach().to(dtype=self.dtype, device=self.device)
-        if self._grads is not None:
-            out = self._hvp_through(self._grads, v)
+        if self.hvp_path is None or (self.hvp_path == paths.FINITE_DIFFERENCES and self.hvp_rel_error is None):
+            out = self._select_and_multiply(v)
+        elif self.hvp_path == paths.FINITE_DIFFERENCES:
+            out = self._fd_product(v)
         else:
-            n = self.inputs.shape[0]
-            out = torch.zeros(self.dim, dtype=self.dtype, device=self.device)
-            total_loss = 0.0
-            for start in range(0, n, self.batch_size):
-                stop = start + self.batch_size
-                x, y = self.inputs[start:stop], self.targets[start:stop]
-                loss, grads = self._gradient_graph(x, y)
-                weight = x.shape[0] / n  # mean over S = size-weighted mean of batch means
-                out += weight * self._hvp_through(grads, v)
-                total_loss += weight * float(loss.detach())
-                del loss, grads  # free this slice's graph before building the next
-            self.loss = total_loss
+            out = self._autograd_hvp(v)
         self.n_hvp += 1
-        return out
+        return out.to(self.dtype)
 
     __call__ = matvec
+
+    @property
+    def hvp_note(self) -> str:
+        """One line for results: the path, why, and (finite differences) ε, dtype and error."""
+        if self.hvp_path is None:
+            return ""
+        note = f"{self.hvp_path}: {self.hvp_reason}"
+        if self.hvp_path == paths.FINITE_DIFFERENCES and self.hvp_rel_error is not None:
+            note += ". " + paths.fd_note(self.fd_dtype, self.fd_rel_step, self.hvp_rel_error)
+        return note
+
+    def provenance(self) -> dict:
+        """``hvp_path``, ``hvp_note`` and ``hvp_rel_error`` for result dataclasses."""
+        return {"hvp_path": self.hvp_path, "hvp_note": self.hvp_note, "hvp_rel_error": self.hvp_rel_error}
 
     def as_linear_operator(self):
         """A ``scipy.sparse.linalg.LinearOperator`` (float64 numpy in and out) over :meth:`matvec`."""
@@ -194,6 +433,11 @@ class HessianOperator:
         return LinearOperator((self.dim, self.dim), matvec=mv, dtype=np.float64)
 
 
+def _short(err: BaseException, limit: int = 160) -> str:
+    text = " ".join(str(err).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def hvp(
     model: nn.Module,
     loss_fn: LossFn,
@@ -201,9 +445,10 @@ def hvp(
     vector: Tensor,
     batch_size: int | None = None,
     train: bool = False,
+    hvp: str = "auto",
 ) -> Tensor:
     """One Hessian-vector product ``H v`` of the mean loss over ``data`` (see :class:`HessianOperator`)."""
-    return HessianOperator(model, loss_fn, data, batch_size=batch_size, train=train).matvec(vector)
+    return HessianOperator(model, loss_fn, data, batch_size=batch_size, train=train, hvp=hvp).matvec(vector)
 
 
 def random_unit_vector(dim: int, generator: torch.Generator, dtype: torch.dtype, device) -> Tensor:
@@ -218,15 +463,20 @@ def random_unit_vector(dim: int, generator: torch.Generator, dtype: torch.dtype,
 class LanczosProcess:
     """Lanczos tridiagonalisation ``Qᵀ H Q = T`` with full re-orthogonalisation.
 
-    Each :meth:`step` costs one matvec. ``Q`` holds the orthonormal Lanczos vectors as rows (shape
-    (max_steps, P), model dtype); ``alphas``/``betas`` the diagonal and off-diagonal of T as
-    floats. ``betas[j]`` couples step j to step j+1, so after m steps ``betas[m-1]`` is the
+    Each :meth:`step` costs one matvec. ``Q`` holds the orthonormal Lanczos vectors taken so far
+    as rows (shape (m, P), model dtype). They are stored in blocks allocated as steps are taken
+    (a block holds ``max(1, min(32, 2**20 // P))`` rows), so memory grows with the steps actually
+    taken, not with ``max_steps``: on an 11.7M-parameter model, 13 steps hold 13 vectors rather
+    than the 100 a preallocated basis would. ``alphas``/``betas`` the diagonal and off-diagonal of
+    T as floats. ``betas[j]`` couples step j to step j+1, so after m steps ``betas[m-1]`` is the
     residual scale of every Ritz pair: ``‖H y_i − θ_i y_i‖ = betas[m-1] · |s_i[m-1]|``.
     """
 
     def __init__(self, matvec: Callable[[Tensor], Tensor], q0: Tensor, max_steps: int) -> None:
         self.matvec, self.max_steps = matvec, max_steps
-        self.Q = torch.zeros(max_steps, q0.numel(), dtype=q0.dtype, device=q0.device)
+        self._dim, self._dtype, self._device = q0.numel(), q0.dtype, q0.device
+        self._block_rows = max(1, min(32, 2**20 // max(1, self._dim)))
+        self._blocks: list[Tensor] = []  # each (rows, P); the last may be partly filled
         self.alphas: list[float] = []
         self.betas: list[float] = []
         self._next: Tensor | None = q0 / q0.norm()  # unit vector for the next step
@@ -238,11 +488,37 @@ class LanczosProcess:
         """Number of steps (matvecs) taken."""
         return len(self.alphas)
 
+    def _filled(self, upto: int):
+        """The filled parts of the blocks covering rows [0, upto)."""
+        left = upto
+        for block in self._blocks:
+            if left <= 0:
+                break
+            yield block[: min(left, block.shape[0])]
+            left -= block.shape[0]
+
+    @property
+    def Q(self) -> Tensor:
+        """The Lanczos vectors taken so far as rows, (m, P) (a copy)."""
+        rows = list(self._filled(self.m))
+        return torch.cat(rows) if rows else torch.zeros(0, self._dim, dtype=self._dtype, device=self._device)
+
+    def _store(self, j: int, q: Tensor) -> None:
+        b, r = divmod(j, self._block_rows)
+        if b == len(self._blocks):
+            rows = min(self._block_rows, self.max_steps - j)
+            self._blocks.append(torch.zeros(rows, self._dim, dtype=self._dtype, device=self._device))
+        self._blocks[b][r] = q
+
     def _orthogonalise(self, w: Tensor, upto: int) -> Tensor:
-        # Classical Gram-Schmidt twice against the first `upto` rows of Q ("twice is enough").
-        Qm = self.Q[:upto]  # (upto, P)
+        # Classical Gram-Schmidt twice against the first `upto` Lanczos vectors ("twice is enough").
+        # In place on a private copy: a fresh P-vector per block would cost more than the
+        # arithmetic on large models (page faults on every allocation).
+        w = w.clone()
         for _ in range(2):
-            w = w - Qm.T @ (Qm @ w)
+            coeffs = [Qb @ w for Qb in self._filled(upto)]  # all projections from the same w
+            for Qb, c in zip(self._filled(upto), coeffs):
+                w.addmv_(Qb.T, c, alpha=-1)
         return w
 
     def step(self) -> None:
@@ -250,9 +526,10 @@ class LanczosProcess:
         j = self.m
         if j >= self.max_steps or self._next is None:
             raise RuntimeError("Lanczos process cannot step (max_steps reached or breakdown)")
-        self.Q[j] = self._next
-        w = self.matvec(self.Q[j])  # (P,)
-        self.alphas.append(float(torch.dot(self.Q[j], w)))
+        q = self._next
+        w = self.matvec(q)  # (P,)
+        self._store(j, q)
+        self.alphas.append(float(torch.dot(q, w)))
         w = self._orthogonalise(w, j + 1)  # removes α_j q_j, β_{j-1} q_{j-1} and rounding drift
         beta = float(w.norm())
         self.betas.append(beta)
@@ -269,11 +546,11 @@ class LanczosProcess:
         Sets the last β to 0, so T becomes block diagonal and the Ritz pairs found so far keep a
         zero residual. Returns False when no new direction exists (Q spans the whole space).
         """
-        m, dim = self.m, self.Q.shape[1]
+        m, dim = self.m, self._dim
         if m >= min(dim, self.max_steps):
             return False
         for _ in range(3):
-            v = random_unit_vector(dim, generator, self.Q.dtype, self.Q.device)
+            v = random_unit_vector(dim, generator, self._dtype, self._device)
             v = self._orthogonalise(v, m)
             if float(v.norm()) > 1e-3:
                 self.betas[-1] = 0.0
@@ -296,8 +573,12 @@ class LanczosProcess:
 
     def ritz_vectors(self, S: np.ndarray) -> Tensor:
         """Ritz vectors ``Qᵀ s`` for the columns s of ``S`` (m, k), as unit rows (k, P)."""
-        s = torch.as_tensor(S, dtype=self.Q.dtype, device=self.Q.device)  # (m, k)
-        Y = s.T @ self.Q[: self.m]  # (k, P)
+        s = torch.as_tensor(S, dtype=self._dtype, device=self._device)  # (m, k)
+        Y = torch.zeros(s.shape[1], self._dim, dtype=self._dtype, device=self._device)
+        start = 0
+        for Qb in self._filled(self.m):
+            Y.addmm_(s[start : start + Qb.shape[0]].T, Qb)
+            start += Qb.shape[0]
         return Y / Y.norm(dim=1, keepdim=True)
 
 
@@ -314,6 +595,11 @@ class EigResult:
     the Lanczos recurrence), ``relative_residuals[i] = residuals[i] / |θ_i|`` and
     ``error_bounds[i] = min(r_i, r_i²/gap_i)``, the gap-refined estimate of |θ_i − λ_i|.
     ``history[j]`` is the extreme Ritz value after j+1 HVPs.
+
+    Provenance of the HVPs: ``hvp_path`` (``"autograd"``, ``"autograd (math attention)"`` or
+    ``"finite differences"``), ``hvp_note`` (why, and for finite differences ε, dtype and error),
+    ``hvp_rel_error`` (estimated relative HVP error; None when exact), ``tolerance_used`` (the
+    tolerance actually applied: ``max(tol, 10·hvp_rel_error)``) and ``tolerance_note``.
     """
 
     eigenvalues: tuple[float, ...]
@@ -326,6 +612,11 @@ class EigResult:
     which: str
     tol: float
     history: tuple[float, ...] = field(repr=False)
+    hvp_path: str | None = None
+    hvp_note: str = ""
+    hvp_rel_error: float | None = None
+    tolerance_used: float | None = None
+    tolerance_note: str = ""
 
     def to_dict(self, include_vectors: bool = False) -> dict:
         """Plain JSON-serialisable values (eigenvectors only if asked: they are P floats each)."""
@@ -343,6 +634,11 @@ class PowerResult:
 
     ``residual = ‖H v − λ v‖`` for the returned pair, ``history[j]`` the Rayleigh quotient of
     iteration j+1.
+
+    Provenance of the HVPs: ``hvp_path`` (``"autograd"``, ``"autograd (math attention)"`` or
+    ``"finite differences"``), ``hvp_note`` (why, and for finite differences ε, dtype and error),
+    ``hvp_rel_error`` (estimated relative HVP error; None when exact), ``tolerance_used`` (the
+    tolerance actually applied: ``max(tol, 10·hvp_rel_error)``) and ``tolerance_note``.
     """
 
     eigenvalue: float
@@ -352,6 +648,11 @@ class PowerResult:
     converged: bool
     tol: float
     history: tuple[float, ...] = field(repr=False)
+    hvp_path: str | None = None
+    hvp_note: str = ""
+    hvp_rel_error: float | None = None
+    tolerance_used: float | None = None
+    tolerance_note: str = ""
 
     def to_dict(self, include_vectors: bool = False) -> dict:
         """Plain JSON-serialisable values (the eigenvector only if asked)."""
@@ -392,6 +693,8 @@ def lanczos_top_eigs(
     criterion: str = "residual",
     batch_size: int | None = None,
     train: bool = False,
+    hvp: str = "auto",
+    fd_step: float | None = None,
 ) -> EigResult:
     """The k largest (or smallest, i.e. most negative) Hessian eigenpairs by Lanczos.
 
@@ -427,12 +730,18 @@ def lanczos_top_eigs(
         which: ``"largest"`` (algebraic) or ``"smallest"`` (algebraic, i.e. most negative).
         atol: absolute floor of the stopping threshold (≥ 0).
         criterion: ``"residual"`` or ``"gap"`` (see above).
+        hvp, fd_step: HVP path (``"auto"``, ``"autograd"``, ``"finite-difference"``) and
+            finite-difference step (see :class:`HessianOperator`). On finite-difference HVPs the
+            tolerance actually applied is ``max(tol, 10 · hvp_rel_error)``: no Ritz residual below
+            the HVPs' own error means anything. The result records it (``tolerance_used``,
+            ``tolerance_note``).
 
     Returns:
         :class:`EigResult`; ``converged`` is False if ``max_iter`` ran out first.
 
     Raises:
         ValueError: on bad arguments (k, tol, max_iter, which, atol, data, generator, ...).
+        HessianUnavailableError: no HVP path works for this model.
     """
     check_positive("k", k, integer=True)
     check_positive("tol", tol)
@@ -443,7 +752,7 @@ def lanczos_top_eigs(
     if criterion not in ("residual", "gap"):
         raise ValueError(f"criterion must be 'residual' or 'gap', got {criterion!r}")
     check_generator(generator)
-    op = HessianOperator(model, loss_fn, data, batch_size=batch_size, train=train)
+    op = HessianOperator(model, loss_fn, data, batch_size=batch_size, train=train, hvp=hvp, fd_step=fd_step)
     if k > op.dim:
         raise ValueError(f"k={k} exceeds the number of parameters P={op.dim}")
     if max_iter is None:
@@ -457,8 +766,11 @@ def lanczos_top_eigs(
     proc = LanczosProcess(op.matvec, random_unit_vector(op.dim, generator, op.dtype, op.device), max_iter)
     history: list[float] = []
     converged = False
+    tol_used: float | None = None
     while True:
         proc.step()
+        if tol_used is None:  # the HVP path (and its error) is known after the first product
+            tol_used, tol_note = paths.tolerance_for(tol, op.hvp_rel_error, f"{criterion} (relative)")
         theta, S, res = proc.ritz()
         # Indices of the wanted Ritz values, extreme one first.
         idx = np.arange(proc.m)[::-1][:k] if which == "largest" else np.arange(proc.m)[:k]
@@ -472,7 +784,7 @@ def lanczos_top_eigs(
             converged = proc.m >= k  # nothing left to explore within max_iter: pairs are exact
             break
         err = res[idx] if criterion == "residual" else _gap_bounds(theta, res)[idx]
-        if proc.m >= k and bool(np.all(err <= np.maximum(tol * np.abs(theta[idx]), atol))):
+        if proc.m >= k and bool(np.all(err <= np.maximum(tol_used * np.abs(theta[idx]), atol))):
             converged = True
             break
         if proc.m >= max_iter:
@@ -493,6 +805,9 @@ def lanczos_top_eigs(
         which=which,
         tol=float(tol),
         history=tuple(history),
+        **op.provenance(),
+        tolerance_used=tol_used,
+        tolerance_note=tol_note,
     )
 
 
@@ -505,6 +820,8 @@ def power_iteration_top_eig(
     max_iter: int = 100,
     batch_size: int | None = None,
     train: bool = False,
+    hvp: str = "auto",
+    fd_step: float | None = None,
 ) -> PowerResult:
     """Power iteration for the dominant Hessian eigenvalue, as the original study and pyhessian do it.
 
@@ -521,6 +838,9 @@ def power_iteration_top_eig(
         generator: source of the start vector.
         tol: relative-change tolerance (> 0; pyhessian's default 1e-3).
         max_iter: HVP budget (positive int; pyhessian's default 100).
+        hvp, fd_step: HVP path and finite-difference step (see :class:`HessianOperator`); on
+            finite-difference HVPs the relative-change tolerance applied is
+            ``max(tol, 10 · hvp_rel_error)`` (recorded in ``tolerance_used``).
 
     Returns:
         :class:`PowerResult` with the residual ``‖Hv − λv‖`` of the returned pair.
@@ -531,16 +851,19 @@ def power_iteration_top_eig(
     check_positive("tol", tol)
     check_positive("max_iter", max_iter, integer=True)
     check_generator(generator)
-    op = HessianOperator(model, loss_fn, data, batch_size=batch_size, train=train)
+    op = HessianOperator(model, loss_fn, data, batch_size=batch_size, train=train, hvp=hvp, fd_step=fd_step)
     v = random_unit_vector(op.dim, generator, op.dtype, op.device)
     history: list[float] = []
     converged = False
+    tol_used: float | None = None
     for it in range(max_iter):
         w = op.matvec(v)
+        if tol_used is None:
+            tol_used, tol_note = paths.tolerance_for(tol, op.hvp_rel_error, "relative-change")
         lam = float(torch.dot(v, w))
         residual = float((w - lam * v).norm())
         history.append(lam)
-        if len(history) > 1 and abs(lam - history[-2]) / (abs(history[-2]) + 1e-6) < tol:
+        if len(history) > 1 and abs(lam - history[-2]) / (abs(history[-2]) + 1e-6) < tol_used:
             converged = True
             break
         wn = w.norm()
@@ -557,4 +880,7 @@ def power_iteration_top_eig(
         converged=converged,
         tol=float(tol),
         history=tuple(history),
+        **op.provenance(),
+        tolerance_used=tol_used,
+        tolerance_note=tol_note,
     )

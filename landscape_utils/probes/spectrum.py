@@ -1,10 +1,15 @@
 """Hessian trace and spectral density of a mean loss: Hutchinson, Hutch++ and stochastic Lanczos quadrature.
 
-Same Hessian and contract as :mod:`landscape_utils.hessian`: the mean loss over a fixed sample set
+Same Hessian and contract as :mod:`landscape_utils.probes.hessian`: the mean loss over a fixed sample set
 ``data = (inputs, targets)``, w.r.t. the model's trainable parameters; an explicit
 ``torch.Generator`` for every random draw; the model's parameters, modes, buffers and ``.grad``
 are left as found. Estimates use a fixed HVP budget (no "the running mean stopped changing"
 rule, which can stop far from the answer) and report their Monte-Carlo standard error.
+
+Every estimator takes ``hvp="auto"|"autograd"|"finite-difference"`` (and ``fd_step``) like
+:class:`~landscape_utils.probes.hessian.HessianOperator`, and its result records the HVP path used
+(``hvp_path``, ``hvp_note``, ``hvp_rel_error``). On finite-difference HVPs each sample vᵀHv carries
+a relative error of about ``hvp_rel_error`` (a bias far below the Monte-Carlo error in float64).
 """
 
 from __future__ import annotations
@@ -39,7 +44,8 @@ class TraceResult:
     ``samples`` are the per-probe values whose mean (plus ``exact_part``) is ``estimate``;
     ``stderr`` is their sample standard deviation / sqrt(len(samples)). For Hutchinson
     ``exact_part`` is 0; for Hutch++ it is tr(QᵀHQ) and the standard error is conditional on
-    the sketch Q (see :func:`hutchpp_trace`).
+    the sketch Q (see :func:`hutchpp_trace`). ``hvp_path``/``hvp_note``/``hvp_rel_error``: how
+    the HVPs were computed (see ``HessianOperator``).
     """
 
     method: str
@@ -48,6 +54,9 @@ class TraceResult:
     n_hvp: int
     samples: tuple[float, ...]
     exact_part: float = 0.0
+    hvp_path: str | None = None
+    hvp_note: str = ""
+    hvp_rel_error: float | None = None
 
     def interval(self, z: float = 1.96) -> tuple[float, float]:
         """``estimate ± z·stderr`` (z = 1.96: a normal-approximation 95% interval)."""
@@ -62,6 +71,9 @@ class TraceResult:
             "n_hvp": self.n_hvp,
             "samples": list(self.samples),
             "exact_part": self.exact_part,
+            "hvp_path": self.hvp_path,
+            "hvp_note": self.hvp_note,
+            "hvp_rel_error": self.hvp_rel_error,
         }
 
 
@@ -77,6 +89,8 @@ def hutchinson_trace(
     n_probes: int = 100,
     batch_size: int | None = None,
     train: bool = False,
+    hvp: str = "auto",
+    fd_step: float | None = None,
 ) -> TraceResult:
     """tr(H) by Hutchinson's estimator with a fixed budget of Rademacher probes.
 
@@ -85,6 +99,7 @@ def hutchinson_trace(
 
     Args:
         model, loss_fn, data, batch_size, train: define the Hessian (see ``HessianOperator``).
+        hvp, fd_step: HVP path and finite-difference step (see ``HessianOperator``).
         generator: source of the probes.
         n_probes: number of probes = HVPs (int ≥ 2, so a standard error exists).
 
@@ -98,13 +113,13 @@ def hutchinson_trace(
     if n_probes < 2:
         raise ValueError("n_probes must be >= 2 for a standard error")
     check_generator(generator)
-    op = HessianOperator(model, loss_fn, data, batch_size=batch_size, train=train)
+    op = HessianOperator(model, loss_fn, data, batch_size=batch_size, train=train, hvp=hvp, fd_step=fd_step)
     samples = np.empty(n_probes)
     for i in range(n_probes):
         z = _rademacher((op.dim,), generator, op.dtype, op.device)
         samples[i] = float(torch.dot(z, op.matvec(z)))
     est, se = _mean_stderr(samples)
-    return TraceResult("hutchinson", est, se, op.n_hvp, tuple(samples.tolist()))
+    return TraceResult("hutchinson", est, se, op.n_hvp, tuple(samples.tolist()), **op.provenance())
 
 
 def hutchpp_trace(
@@ -115,6 +130,8 @@ def hutchpp_trace(
     n_hvp: int = 99,
     batch_size: int | None = None,
     train: bool = False,
+    hvp: str = "auto",
+    fd_step: float | None = None,
 ) -> TraceResult:
     """tr(H) by Hutch++ (Meyer, Musco, Musco & Woodruff 2021) with a fixed HVP budget.
 
@@ -130,6 +147,7 @@ def hutchpp_trace(
 
     Args:
         model, loss_fn, data, batch_size, train: define the Hessian (see ``HessianOperator``).
+        hvp, fd_step: HVP path and finite-difference step (see ``HessianOperator``).
         generator: source of S and G.
         n_hvp: total HVP budget (int ≥ 5, so that g ≥ 2 and s ≥ 1).
 
@@ -143,12 +161,13 @@ def hutchpp_trace(
     if n_hvp < 5:
         raise ValueError("n_hvp must be >= 5 (one sketch vector and two deflated probes at least)")
     check_generator(generator)
-    op = HessianOperator(model, loss_fn, data, batch_size=batch_size, train=train)
+    op = HessianOperator(model, loss_fn, data, batch_size=batch_size, train=train, hvp=hvp, fd_step=fd_step)
     s = min(n_hvp // 3, op.dim)
     g = n_hvp - 2 * s
     S = _rademacher((s, op.dim), generator, op.dtype, op.device)  # rows are sketch vectors
     HS = torch.stack([op.matvec(row) for row in S])  # (s, P)
     Q, _ = torch.linalg.qr(HS.T)  # (P, s), orthonormal columns spanning range(H S)
+    del HS, S  # the sketch Q is all that is kept (memory: s vectors of length P)
     exact = float(sum(torch.dot(Q[:, i], op.matvec(Q[:, i])) for i in range(s)))
     samples = np.empty(g)
     for i in range(g):
@@ -156,7 +175,7 @@ def hutchpp_trace(
         z = z - Q @ (Q.T @ z)  # (I − QQᵀ) z
         samples[i] = float(torch.dot(z, op.matvec(z)))
     mean, se = _mean_stderr(samples)
-    return TraceResult("hutch++", exact + mean, se, op.n_hvp, tuple(samples.tolist()), exact)
+    return TraceResult("hutch++", exact + mean, se, op.n_hvp, tuple(samples.tolist()), exact, **op.provenance())
 
 
 @dataclass(frozen=True)
@@ -178,6 +197,9 @@ class SpectralDensity:
     n_steps: int
     n_hvp: int
     dim: int
+    hvp_path: str | None = None
+    hvp_note: str = ""
+    hvp_rel_error: float | None = None
 
     def to_dict(self) -> dict:
         """Plain JSON-serialisable values."""
@@ -202,6 +224,8 @@ def slq_spectral_density(
     grid: Sequence[float] | None = None,
     batch_size: int | None = None,
     train: bool = False,
+    hvp: str = "auto",
+    fd_step: float | None = None,
 ) -> SpectralDensity:
     """Hessian eigenvalue density by stochastic Lanczos quadrature (SLQ).
 
@@ -215,6 +239,7 @@ def slq_spectral_density(
 
     Args:
         model, loss_fn, data, batch_size, train: define the Hessian (see ``HessianOperator``).
+        hvp, fd_step: HVP path and finite-difference step (see ``HessianOperator``).
         generator: source of the start vectors.
         n_vectors: number of start vectors (positive int).
         n_steps: Lanczos steps per vector (positive int; capped at P).
@@ -238,7 +263,7 @@ def slq_spectral_density(
     if sigma is not None:
         check_positive("sigma", sigma)
     check_generator(generator)
-    op = HessianOperator(model, loss_fn, data, batch_size=batch_size, train=train)
+    op = HessianOperator(model, loss_fn, data, batch_size=batch_size, train=train, hvp=hvp, fd_step=fd_step)
     steps = min(n_steps, op.dim)
     all_nodes, all_weights = [], []
     for _ in range(n_vectors):
@@ -276,4 +301,5 @@ def slq_spectral_density(
         n_steps=steps,
         n_hvp=op.n_hvp,
         dim=op.dim,
+        **op.provenance(),
     )
