@@ -179,11 +179,11 @@ PROBES = {
                                               centred_grid(0.1, 5), batch_size=16),
     "surface": lambda m, d: linear_surface_losses(m, F.cross_entropy, d, random_direction(m, 1),
                                                   random_direction(m, 2), centred_grid(0.1, 3)),
-    "flatness_isotropic": lambda m, d: perturbation_loss_changes(m, F.cross_entropy, d, [0.01], 0, n_draws=3),
+    "flatness_isotropic": lambda m, d: perturbation_loss_changes(m, F.cross_entropy, d, [0.01], 0, n_draws=4),
     "flatness_filter": lambda m, d: perturbation_loss_changes(m, F.cross_entropy, d, [0.01], 0, noise="filter",
-                                                              n_draws=3),
+                                                              n_draws=4),
     "flatness_magnitude": lambda m, d: perturbation_loss_changes(m, F.cross_entropy, d, [0.01], 0,
-                                                                 noise="magnitude", n_draws=3),
+                                                                 noise="magnitude", n_draws=4),
     "path": lambda m, d: linear_path_losses(m, F.cross_entropy, d, m.state_dict(), _other_end(m), n_points=5),
 }
 

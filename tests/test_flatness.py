@@ -1,4 +1,7 @@
-"""Flatness: quadratic-loss prediction ½σ²·tr(H), sign, seeds, scale-awareness under ReLU rescaling."""
+"""Flatness: quadratic-loss prediction ½σ²·tr(H), sign, seeds, scale-awareness under ReLU rescaling.
+
+The antithetic estimator, E|ΔL| and the second-order ratio: tests/test_flatness_antithetic.py.
+"""
 
 from __future__ import annotations
 
@@ -65,15 +68,18 @@ def test_isotropic_mean_matches_half_sigma_squared_trace(tiny_data, at_minimum, 
         assert res.ci_low[0] > 0 and res.ci_high[0] - res.ci_low[0] < pred
 
 
-def test_each_draw_at_a_quadratic_minimum_is_half_sigma_squared_eps_h_eps(tiny_data):
+@pytest.mark.parametrize("antithetic", [False, True])
+def test_each_draw_at_a_quadratic_minimum_is_half_sigma_squared_eps_h_eps(tiny_data, antithetic):
     model, data = regression(tiny_data, at_minimum=True)
     hess = exact_hessian(model, F.mse_loss, data)
     sigmas = [0.05, 0.2]
-    res = perturbation_loss_changes(model, F.mse_loss, data, sigmas, 9, n_draws=4)
+    res = perturbation_loss_changes(model, F.mse_loss, data, sigmas, 9, n_draws=8, antithetic=antithetic)
+    n_eps = 4 if antithetic else 8  # one ε per pair, or per plain draw
     g = torch.Generator().manual_seed(9)
-    eps = torch.stack([flatten(gaussian_like(named_params(model), g)) for _ in range(4)])  # (K, P)
+    eps = torch.stack([flatten(gaussian_like(named_params(model), g)) for _ in range(n_eps)])  # (M, P)
     quad = 0.5 * torch.einsum("kp,pq,kq->k", eps, hess, eps).numpy()
     expected = np.array(sigmas)[:, None] ** 2 * quad[None, :]
+    assert res.changes.shape == (2, n_eps) and res.n_changes == n_eps and res.antithetic is antithetic
     np.testing.assert_allclose(res.changes, expected, rtol=1e-7, atol=1e-14)
 
 
@@ -85,14 +91,24 @@ def test_sign_is_kept_at_a_maximum(tiny_data):
     np.testing.assert_allclose(res.mean_abs, -res.mean, rtol=1e-12)
 
 
-def test_statistics_are_those_of_the_raw_draws(tiny_mlp, tiny_data):
-    res = perturbation_loss_changes(tiny_mlp, F.cross_entropy, tiny_data, [0.01, 0.1, 0.5], 1, n_draws=8)
-    assert res.changes.shape == (3, 8) and res.error_changes.shape == (3, 8)
+@pytest.mark.parametrize("antithetic,n_changes,t_quantile", [
+    (False, 8, 2.364624251592785),  # t_{0.975, 7}: 8 plain draws
+    (True, 4, 3.182446305284263),   # t_{0.975, 3}: 4 antithetic pairs for the same 8 evaluations
+])
+def test_statistics_are_those_of_the_raw_draws(tiny_mlp, tiny_data, antithetic, n_changes, t_quantile):
+    res = perturbation_loss_changes(tiny_mlp, F.cross_entropy, tiny_data, [0.01, 0.1, 0.5], 1, n_draws=8,
+                                    antithetic=antithetic)
+    assert res.changes.shape == (3, n_changes) and res.error_changes.shape == (3, n_changes)
+    assert res.one_sided_changes.shape == (3, 8) and res.n_draws == res.n_evaluations == 8
+    assert res.n_changes == n_changes
     np.testing.assert_allclose(res.mean, res.changes.mean(1), rtol=1e-12)
     np.testing.assert_allclose(res.std, res.changes.std(1, ddof=1), rtol=1e-12)
-    half = 2.364624251592785 * res.std / np.sqrt(8)  # t_{0.975, 7}
+    np.testing.assert_allclose(res.stderr, res.std / np.sqrt(n_changes), rtol=1e-12)
+    np.testing.assert_allclose(res.error_mean, res.error_changes.mean(1), rtol=1e-12)
+    half = t_quantile * res.std / np.sqrt(n_changes)
     np.testing.assert_allclose(res.ci_high - res.mean, half, rtol=1e-9)
     np.testing.assert_allclose(res.mean - res.ci_low, half, rtol=1e-9)
+    np.testing.assert_allclose(res.mean_abs, np.abs(res.one_sided_changes).mean(1), rtol=1e-12)
     assert np.all(np.diff(res.mean_abs) > 0)  # larger noise, larger change
     json.dumps(res.to_dict())
 
@@ -158,6 +174,11 @@ def test_trace_prediction():
     ({"noise": "gaussian"}, "noise"),
     ({"n_draws": 1}, "n_draws"),
     ({"n_draws": 2.0}, "n_draws"),
+    ({"n_draws": 1, "antithetic": False}, "n_draws"),
+    ({"n_draws": 3}, "even int >= 4"),  # antithetic by default: pairs need an even count
+    ({"n_draws": 2}, "even int >= 4"),  # one pair gives no interval
+    ({"n_draws": 7}, "even int >= 4"),
+    ({"antithetic": 1}, "antithetic"),
     ({"confidence": 1.0}, "confidence"),
     ({"generator": None}, "generator"),
 ])

@@ -51,7 +51,8 @@ def test_overrides_apply_on_top_of_the_profile():
     ("full", {"lr": -1.0}, "lr must be a positive finite number"),
     ("full", {"slice_points": 20}, "slice_points must be odd"),
     ("full", {"probe_test_size": 20000}, r"probe_test_size must be in \[1, 10000\]"),
-    ("full", {"flatness_draws": 1}, "flatness_draws must be at least 2"),
+    ("full", {"flatness_draws": 1}, "flatness_draws must be even and at least 4"),
+    ("full", {"flatness_draws": 7}, "flatness_draws must be even and at least 4"),
     ("full", {"isotropic_sigmas": [0.1, -0.1]}, "isotropic_sigmas must all be positive"),
     ("full", {"lanczos_tol": 0.0}, "lanczos_tol must be a positive finite number"),
 ])

@@ -17,7 +17,7 @@ from tests.conftest import REPO, SNAKEMAKE_LOCAL, snakemake
 from tests.test_report_browser import browser_check, require_browser
 
 ARCHS = list(ARCHITECTURES)
-FIGURES = {"training_curves", "init_to_final", "eigenvalue_convergence", "spectral_density_s0", "flatness",
+FIGURES = {"training_curves", "init_to_final", "eigenvalue_convergence", "spectral_density", "flatness",
            "slices_train", "slices_test", "surface_s0", "connectivity_losses", "connectivity_errors"}
 COMPARISON_FIGURES = {"test_accuracy", "lambda_max", "flatness", "slices", "barrier"}
 

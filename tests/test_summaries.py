@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from landscape_utils.study import summaries as S
-from landscape_utils.study.stats import mean_interval
+from landscape_utils.study.stats import JACKKNIFE, pair_interval
 
 PROBE = {"description": "256 training examples (seed 0); 256 test examples (seed 0)"}
 
@@ -25,7 +25,8 @@ def connectivity_records():
 
 def slice_records():
     def one(seed, curv, losses):
-        kind = {"train": {"curvatures": curv, "losses": losses, "loss": 1.0}}
+        kind = {"train": {"local_curvatures": [c + 0.5 for c in curv], "fitted_curvatures": curv, "fit_radius": 0.05,
+                          "losses": losses, "loss": 1.0}}
         return {"result": {"seed": seed, "probe_data": PROBE, "kinds": {"raw": kind, "filter-normalised": kind}}}
     return {0: one(0, [1.0, 3.0], [[1.2, 1.0, 1.2]]), 1: one(1, [2.0, 2.0], [[1.0, 1.0, 1.4]])}
 
@@ -33,7 +34,9 @@ def slice_records():
 def test_connectivity_summary_holds_intervals_over_pairs():
     summary = S.summarise_connectivity("cnn", connectivity_records(), None)
     assert summary.units == ("s0-s1", "s0-s2", "s1-s2") and summary.pairs == ((0, 1), (0, 2), (1, 2))
-    assert summary.loss_barrier_train == mean_interval([0.3, 0.5, 0.1])
+    # Pairs share runs: a jackknife over seeds, kept at or above 0 (barriers cannot be negative).
+    assert summary.loss_barrier_train == pair_interval({(0, 1): 0.3, (0, 2): 0.5, (1, 2): 0.1}, bounds=(0.0, None))
+    assert summary.loss_barrier_train.method.startswith(JACKKNIFE) and summary.loss_barrier_train.low >= 0
     assert summary.error_barrier_test.values == (0.03, 0.05, 0.01)
     assert summary.probe_data == PROBE["description"]
 
@@ -41,7 +44,9 @@ def test_connectivity_summary_holds_intervals_over_pairs():
 def test_slices_summary_curvature_and_asymmetry():
     summary = S.summarise_slices("mlp", slice_records(), None)
     assert summary.kinds == ("raw", "filter-normalised")
-    assert summary.curvature["raw"].values == (2.0, 2.0)
+    assert summary.fitted_curvature["raw"].values == (2.0, 2.0) and summary.local_curvature["raw"].values == (2.5, 2.5)
+    assert summary.fit_radius == 0.05
+    assert summary.asymmetry["raw"].low >= -1 and summary.asymmetry["raw"].high <= 1  # bounded to [-1, 1]
     # seed 0 is symmetric (0), seed 1 rises to +α only (+1)
     assert summary.asymmetry["raw"].values == (0.0, 1.0)
 

@@ -35,10 +35,10 @@ def test_a_job_cannot_read_a_setting_it_does_not_declare():
 
 
 @pytest.mark.parametrize("section, change, changes_key", [
-    ("flatness", {"flatness_draws": 7}, True),          # its own setting
+    ("flatness", {"flatness_draws": 8}, True),          # its own setting
     ("flatness", {"slice_points": 11}, False),          # another section's setting
     ("flatness", {"trace_probes": 13}, True),           # upstream (curvature) setting: the trace it reads
-    ("curvature", {"flatness_draws": 7}, False),
+    ("curvature", {"flatness_draws": 8}, False),
     ("curvature", {"lr": 0.02}, True),                  # training changes the run
     ("slices", {"surface_points": 7}, True),
     ("connectivity", {"path_points": 11}, True),

@@ -1,18 +1,31 @@
-"""1-D slices L(θ + αv) and 2-D surfaces L(θ + αu + βv), with a fitted curvature at α = 0.
+"""1-D slices L(θ + αv) and 2-D surfaces L(θ + αu + βv), with two curvatures per slice.
 
 Grids are centred and symmetric and contain α = 0 exactly (:func:`centred_grid` builds
 one; :func:`check_centred_grid` validates a caller's), and the centre is evaluated at
 exactly θ, so a slice's centre value *is* the loss. Train and test curves come from two
 calls with different ``data``.
 
-The curvature of a slice is the second derivative d²L/dα² at α = 0 from a least-squares
-quadratic fit to the ``fit_points`` central grid values. Along v it estimates vᵀHv (exact
-for a quadratic loss); ``normalised_curvatures`` divides by ‖v‖², the Rayleigh quotient,
-which along a unit eigenvector is its eigenvalue.
+Each slice along a direction v reports two curvatures, named for what they are:
+
+- **Local curvature** ``local_curvatures`` = vᵀHv, the second derivative of L(θ + αv) *at α = 0*,
+  exact, from one Hessian-vector product per direction (H the Hessian of the mean loss over
+  ``data``, eval mode, as :class:`~landscape_utils.probes.hessian.HessianOperator` computes it).
+- **Fitted curvature** ``fitted_curvatures`` = 2·c₂ of a least-squares parabola c₀ + c₁α + c₂α²
+  through the ``fit_points`` central grid values, i.e. a *finite-scale* curvature over
+  [−r, r] with r = ``fit_radius`` (the largest |α| the fit uses). It equals vᵀHv for a
+  quadratic loss and tends to it as r → 0 for a smooth one; for a piecewise-linear net (ReLU,
+  max-pool) it includes the kinks crossed within [−r, r], depends on r and can differ 2–3× from
+  (even change sign against) vᵀHv. It is not d²L/dα² at 0. Shrinking r does not rescue it
+  in float32: the fit's rounding error grows like eps·L/r² (at r = 5e-4 a briefly trained MNIST CNN's
+  fit came out negative where vᵀHv is 0.39).
+
+``normalised_*`` divide by ‖v‖² (the Rayleigh quotient), which along a unit eigenvector is
+its eigenvalue.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -21,7 +34,8 @@ from torch import Tensor, nn
 
 from .directions import Direction, as_direction
 from .evaluation import LossFn, affine_points, functional_losses
-from .params import named_params
+from .hessian import HessianOperator
+from .params import flatten, named_params
 
 DEFAULT_FIT_POINTS = 5
 
@@ -64,20 +78,25 @@ def check_centred_grid(alphas: Sequence[float] | np.ndarray, what: str = "alphas
 
 @dataclass(frozen=True, eq=False)
 class Curvature:
-    """Quadratic fit L(α) ≈ a + bα + ½cα² on the central grid points of one slice."""
+    """Quadratic fit L(α) ≈ a + bα + ½cα² on the central grid points of one slice.
 
-    curvature: float  # c = d²L/dα² at 0
+    ``curvature`` c is the fitted parabola's second derivative: a finite-scale curvature over
+    [−radius, radius], not the second derivative of L at 0 (module docstring).
+    """
+
+    curvature: float  # c, the fitted (finite-scale) curvature over [-radius, radius]
     slope: float  # b
     intercept: float  # a
     residual_rms: float  # RMS of the fit's residuals (0 for 3 points or an exact quadratic)
     n_points: int
+    radius: float  # the largest |α| among the fitted points
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
 
 
 def quadratic_fit_curvature(alphas: np.ndarray, losses: np.ndarray, fit_points: int = DEFAULT_FIT_POINTS) -> Curvature:
-    """Least-squares quadratic through the ``fit_points`` values nearest α = 0.
+    """Least-squares quadratic through the ``fit_points`` values nearest α = 0 (a finite-scale curvature).
 
     Raises:
         ValueError: fit_points not an odd int ≥ 3 or more than the grid holds; grid without 0.
@@ -98,7 +117,7 @@ def quadratic_fit_curvature(alphas: np.ndarray, losses: np.ndarray, fit_points: 
     coef, *_ = np.linalg.lstsq(design, y, rcond=None)
     resid = y - design @ coef
     return Curvature(curvature=float(2 * coef[2] / h**2), slope=float(coef[1] / h), intercept=float(coef[0]),
-                     residual_rms=float(np.sqrt(np.mean(resid**2))), n_points=fit_points)
+                     residual_rms=float(np.sqrt(np.mean(resid**2))), n_points=fit_points, radius=float(h))
 
 
 @dataclass(frozen=True, eq=False)
@@ -111,12 +130,25 @@ class SliceResult:
         errors: (D, A) misclassification rate, or ``None``.
         loss: L(θ) (the centre value, identical in every row).
         error: error at θ, or ``None``.
-        curvatures: (D,) fitted d²L/dα² at 0 (≈ vᵀHv).
-        normalised_curvatures: (D,) curvatures / ‖v‖².
+        local_curvatures: (D,) vᵀHv, the exact curvature at α = 0 (one HVP each), or ``None``
+            when not asked for.
+        normalised_local_curvatures: (D,) vᵀHv / ‖v‖², or ``None``.
+        hvp_path: how the HVPs were computed (``HessianOperator.hvp_path``: ``"autograd"``, exact;
+            ``"finite differences"`` only where double backward is unavailable, then approximate),
+            or ``None``.
+        fitted_curvatures: (D,) second derivative of the least-squares parabola over the
+            ``fit_points`` central values: a finite-scale curvature over [−fit_radius, fit_radius]
+            (≈ vᵀHv only for a quadratic loss or as fit_radius → 0 on a smooth one).
+        normalised_fitted_curvatures: (D,) fitted_curvatures / ‖v‖².
         fit_residuals: (D,) RMS residual of each quadratic fit.
         fit_points: points used per fit.
+        fit_radius: the largest |α| used by the fit (the scale of ``fitted_curvatures``).
         directions: per direction, its ``Direction.to_dict()`` (normalisation, seed, norm).
         n_samples: samples evaluated.
+
+    Deprecated aliases (properties, and keys of :meth:`to_dict`, kept for existing readers):
+    ``curvatures`` = ``fitted_curvatures`` and ``normalised_curvatures`` =
+    ``normalised_fitted_curvatures``.
     """
 
     alphas: np.ndarray
@@ -124,15 +156,38 @@ class SliceResult:
     errors: np.ndarray | None
     loss: float
     error: float | None
-    curvatures: np.ndarray
-    normalised_curvatures: np.ndarray
+    local_curvatures: np.ndarray | None
+    normalised_local_curvatures: np.ndarray | None
+    hvp_path: str | None
+    fitted_curvatures: np.ndarray
+    normalised_fitted_curvatures: np.ndarray
     fit_residuals: np.ndarray
     fit_points: int
+    fit_radius: float
     directions: list[dict]
     n_samples: int
 
+    @property
+    def curvatures(self) -> np.ndarray:
+        """Deprecated: ``fitted_curvatures`` (a finite-scale fit, not the curvature at 0)."""
+        warnings.warn("SliceResult.curvatures is fitted_curvatures (a finite-scale fit over "
+                      "[-fit_radius, fit_radius]); use fitted_curvatures or local_curvatures",
+                      DeprecationWarning, stacklevel=2)
+        return self.fitted_curvatures
+
+    @property
+    def normalised_curvatures(self) -> np.ndarray:
+        """Deprecated: ``normalised_fitted_curvatures``."""
+        warnings.warn("SliceResult.normalised_curvatures is normalised_fitted_curvatures; use it or "
+                      "normalised_local_curvatures", DeprecationWarning, stacklevel=2)
+        return self.normalised_fitted_curvatures
+
     def to_dict(self) -> dict:
-        return {k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in self.__dict__.items()}
+        out = {k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in self.__dict__.items()}
+        # deprecated keys, same values as the fitted ones, for readers of earlier results
+        out["curvatures"] = out["fitted_curvatures"]
+        out["normalised_curvatures"] = out["normalised_fitted_curvatures"]
+        return out
 
 
 @dataclass(frozen=True, eq=False)
@@ -174,9 +229,11 @@ def linear_slice_losses(
     alphas: Sequence[float] | np.ndarray,
     *,
     fit_points: int | None = None,
+    local_curvature: bool = True,
     batch_size: int | None = None,
 ) -> SliceResult:
-    """L(θ + αv) and error for each direction v and each α of a centred grid, plus curvature at 0.
+    """L(θ + αv) and error for each direction v and each α of a centred grid, with the local
+    curvature vᵀHv at α = 0 and the fitted finite-scale curvature over the central points.
 
     Args:
         model: any module at θ; parameters and modes are left as found (evaluated in eval mode).
@@ -185,8 +242,10 @@ def linear_slice_losses(
         directions: one or several :class:`~landscape_utils.directions.Direction` or name->tensor dicts.
         alphas: centred symmetric grid holding 0 (e.g. ``centred_grid(0.05, 21)``).
         fit_points: odd number ≥ 3 of central points for the quadratic fit (default: 5, or
-            the whole grid if it has fewer points).
-        batch_size: samples per forward pass.
+            the whole grid if it has fewer points); its radius is recorded as ``fit_radius``.
+        local_curvature: also compute vᵀHv with one Hessian-vector product per direction
+            (:class:`~landscape_utils.probes.hessian.HessianOperator`, eval mode, same ``batch_size``).
+        batch_size: samples per forward pass (and per HVP slice).
 
     Raises:
         ValueError: bad grid, directions, fit_points or evaluation arguments.
@@ -196,6 +255,8 @@ def linear_slice_losses(
     if fit_points is None:
         fit_points = min(DEFAULT_FIT_POINTS, grid.size)
     quadratic_fit_curvature(grid, np.zeros_like(grid), fit_points)  # validate fit_points early
+    if not isinstance(local_curvature, bool):
+        raise ValueError(f"local_curvature must be True or False, got {local_curvature!r}")
     theta = named_params(model)
     n_a, n_d = grid.size, len(dirs)
     coeffs = np.zeros((n_d * n_a, n_d))  # row (d, i) -> α_i on direction d
@@ -207,15 +268,28 @@ def linear_slice_losses(
     errors = None if res.errors is None else res.errors.reshape(n_d, n_a)
     centre = int(np.flatnonzero(grid == 0.0)[0])
     fits = [quadratic_fit_curvature(grid, row, fit_points) for row in losses]
-    curv = np.array([f.curvature for f in fits])
+    fitted = np.array([f.curvature for f in fits])
     sq_norms = np.array([d.norm() ** 2 for d in dirs])
+    local = normalised_local = hvp_path = None
+    if local_curvature:
+        op = HessianOperator(model, loss_fn, data, batch_size=batch_size)
+        vhv = []
+        for d in dirs:
+            # flat in named_params order (the operator's), whatever order the direction's dict has
+            v = flatten({name: d.tensors[name] for name in theta}).detach().to(dtype=op.dtype, device=op.device)
+            vhv.append(float(v.double() @ op.matvec(v).double()))
+        local, hvp_path = np.array(vhv), op.hvp_path
     with np.errstate(divide="ignore", invalid="ignore"):
-        normalised = np.where(sq_norms > 0, curv / sq_norms, np.nan)
+        normalised = np.where(sq_norms > 0, fitted / sq_norms, np.nan)
+        if local is not None:
+            normalised_local = np.where(sq_norms > 0, local / sq_norms, np.nan)
     return SliceResult(
         alphas=grid, losses=losses, errors=errors, loss=float(losses[0, centre]),
-        error=None if errors is None else float(errors[0, centre]), curvatures=curv,
-        normalised_curvatures=normalised, fit_residuals=np.array([f.residual_rms for f in fits]),
-        fit_points=fit_points, directions=[d.to_dict() for d in dirs], n_samples=res.n_samples)
+        error=None if errors is None else float(errors[0, centre]), local_curvatures=local,
+        normalised_local_curvatures=normalised_local, hvp_path=hvp_path, fitted_curvatures=fitted,
+        normalised_fitted_curvatures=normalised, fit_residuals=np.array([f.residual_rms for f in fits]),
+        fit_points=fit_points, fit_radius=fits[0].radius, directions=[d.to_dict() for d in dirs],
+        n_samples=res.n_samples)
 
 
 def linear_surface_losses(

@@ -116,16 +116,23 @@ def plot_paths(alphas: np.ndarray, curves: Mapping[str, np.ndarray], ylabel: str
     return fig
 
 
-def plot_spectral_density(grid: np.ndarray, density: np.ndarray, top_eigs: Sequence[float],
-                          arch: str, seed: int) -> Figure:
-    """Smoothed Hessian spectral density (log scale) with the Lanczos top eigenvalues marked."""
+def plot_spectral_density(densities: Mapping[int, tuple[np.ndarray, np.ndarray]], top: Mapping[int, float],
+                          arch: str) -> Figure:
+    """Smoothed Hessian spectral density (log scale), one line per seed, each seed's Lanczos λmax marked.
+
+    Args:
+        densities: seed -> (grid, density) from stochastic Lanczos quadrature.
+        top: seed -> λmax from Lanczos.
+    """
     fig, ax = plt.subplots(figsize=(6.5, 3.6))
-    ax.plot(grid, np.maximum(density, 1e-12), color=colour(arch))
-    for i, lam in enumerate(top_eigs):
-        ax.axvline(lam, color="k", ls=":", lw=1, label="Lanczos top eigenvalues" if i == 0 else None)
-    ax.set(ylim=(1e-6, None), xlabel="eigenvalue λ of the Hessian",
-           ylabel="density (Gaussian-smoothed)",
-           title=f"{label(arch)}: Hessian spectrum by stochastic Lanczos quadrature (seed {seed})")
+    for i, (seed, (grid, density)) in enumerate(densities.items()):
+        line, = ax.plot(grid, np.maximum(density, 1e-12), color=colour(arch), alpha=0.4 + 0.6 / (i + 1),
+                        lw=1.5 if i == 0 else 1, label=f"seed {seed}")
+        if seed in top:
+            ax.axvline(top[seed], color=line.get_color(), ls=":", lw=1, alpha=line.get_alpha())
+    ax.plot([], [], color="k", ls=":", lw=1, label="λmax (Lanczos), per seed")
+    ax.set(ylim=(1e-6, None), xlabel="eigenvalue λ of the Hessian", ylabel="density (Gaussian-smoothed)",
+           title=f"{label(arch)}: Hessian spectrum by stochastic Lanczos quadrature ({len(densities)} seeds)")
     ax.set_yscale("log")
     ax.legend(fontsize=8)
     fig.tight_layout()

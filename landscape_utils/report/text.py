@@ -44,7 +44,7 @@ def _section_sentence(section: str, cfg) -> str:
         return (f"Curvature on {cfg.probe_train_size:,} training examples: Lanczos for the top {cfg.lanczos_k} "
                 f"eigenvalues, stopped at relative Ritz residual ≤ {cfg.lanczos_tol:g}; λmin to {cfg.smallest_tol:g}; power "
                 f"iteration stopped at a relative change < {cfg.power_tol:g} (at most {cfg.power_max_iter} steps); "
-                f"Hutchinson's trace with {cfg.trace_probes} Rademacher probes; for seed(s) {_list(cfg.spectrum_seeds)} "
+                f"Hutchinson's trace with {cfg.trace_probes} Rademacher probes; for every seed "
                 f"also Hutch++ ({cfg.trace_probes} HVPs) and the SLQ density ({cfg.slq_vectors} vectors × "
                 f"{cfg.slq_steps} Lanczos steps).")
     if section == "flatness":

@@ -19,12 +19,13 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from ..probes.connectivity import linear_path_losses
 from ..probes.directions import eigenvector_direction, filter_normalised_direction, random_direction
-from ..probes.flatness import isotropic_trace_prediction, perturbation_loss_changes
+from ..probes.flatness import perturbation_loss_changes, second_order_prediction, second_order_ratio
 from ..probes.hessian import lanczos_top_eigs, power_iteration_top_eig
 from ..probes.slices import centred_grid, linear_slice_losses, linear_surface_losses
 from ..probes.spectrum import hutchinson_trace, hutchpp_trace, slq_spectral_density
@@ -92,9 +93,9 @@ def training_job(arch: str, seed: int, cfg, upstream: dict[str, Any]) -> dict[st
 
 def curvature_job(arch: str, seed: int, cfg, upstream: dict[str, Any]) -> dict[str, Any]:
     """Eigenvalues, power iteration and traces at the trained parameters (see :func:`curvature_of`);
-    the Hutch++ trace and SLQ density for the seeds in ``spectrum_seeds``."""
+    the Hutch++ trace and the SLQ spectral density for every seed."""
     model, probe = _on_device(_run(arch, seed, cfg).model(), cfg), probe_data(cfg)
-    out = curvature_of(model, probe, cfg, density=seed in cfg.spectrum_seeds)
+    out = curvature_of(model, probe, cfg, density=True)
     return {"seed": seed, "probe_data": probe.to_dict(), **out}
 
 
@@ -213,7 +214,8 @@ def flatness_of(model: nn.Module, probe: ProbeData, cfg, trace: float | None = N
                 trace_stderr: float | None = None) -> dict[str, Any]:
     """Loss changes under isotropic, filter-scaled and magnitude-scaled noise (train probe set).
 
-    With ``trace`` given, the isotropic result carries the prediction ½σ²·tr(H).
+    Draws are antithetic ±δ pairs (``flatness_draws`` evaluations per σ). With ``trace`` given, the
+    isotropic result carries the second-order prediction ½σ²·tr(H) and the ratio measured/predicted.
     """
     out: dict[str, Any] = {}
     for i, kind in enumerate(NOISE_KINDS):
@@ -223,8 +225,10 @@ def flatness_of(model: nn.Module, probe: ProbeData, cfg, trace: float | None = N
                                         n_draws=cfg.flatness_draws)
         out[kind] = res.to_dict()
     if trace is not None:
-        out["isotropic"]["prediction"] = isotropic_trace_prediction(cfg.isotropic_sigmas, trace,
-                                                                    trace_stderr).to_dict()
+        iso = out["isotropic"]
+        iso["prediction"] = second_order_prediction(cfg.isotropic_sigmas, trace, trace_stderr).to_dict()
+        iso["second_order"] = second_order_ratio(np.asarray(iso["mean"]), np.asarray(iso["stderr"]), trace,
+                                                 trace_stderr, np.asarray(cfg.isotropic_sigmas)).to_dict()
     return out
 
 
@@ -245,8 +249,10 @@ def slices_of(model: nn.Module, probe: ProbeData, cfg, surface: bool = False) ->
     alphas = centred_grid(cfg.slice_radius, cfg.slice_points)
     out: dict[str, Any] = {"lambda_max": top.eigenvalues[0], "kinds": {}}
     for kind, directions in kinds.items():
-        out["kinds"][kind] = {split: linear_slice_losses(model, LOSS, getattr(probe, split).data, directions,
-                                                         alphas).to_dict() for split in ("train", "test")}
+        # dᵀHd (one HVP per direction) on the training probe set, where the curvature is reported.
+        out["kinds"][kind] = {split: linear_slice_losses(model, LOSS, getattr(probe, split).data, directions, alphas,
+                                                         local_curvature=split == "train").to_dict()
+                              for split in ("train", "test")}
     if surface:
         u, v = (filter_normalised_direction(model, _generator(cfg.direction_seed + 1 + i)) for i in range(2))
         grid = centred_grid(cfg.surface_radius, cfg.surface_points)

@@ -122,7 +122,7 @@ SECTIONS: dict[str, Section] = {s.key: s for s in (
             settings=PROBE_SET_SETTINGS + ("path_points",), runtime_min=20),
     Section("curvature", "02_curvature", "Curvature", f"{_JOBS}:curvature_job", f"{_SUMMARIES}:summarise_curvature",
             settings=PROBE_SET_SETTINGS + ("lanczos_k", "lanczos_tol", "smallest_tol", "power_tol", "power_max_iter",
-                                           "trace_probes", "slq_vectors", "slq_steps", "curvature_seed", "spectrum_seeds")),
+                                           "trace_probes", "slq_vectors", "slq_steps", "curvature_seed")),
     Section("flatness", "03_flatness", "Flatness under perturbation", f"{_JOBS}:flatness_job",
             f"{_SUMMARIES}:summarise_flatness", reads=("curvature",),
             settings=PROBE_SET_SETTINGS + ("isotropic_sigmas", "relative_sigmas", "flatness_draws", "flatness_seed")),

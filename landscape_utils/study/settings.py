@@ -33,10 +33,11 @@ class StudyConfig:
     Fixed probe samples (seeded subsets of the train and test splits):
         probe_train_size, probe_test_size, probe_seed.
     Curvature: lanczos_k, lanczos_tol, smallest_tol (λmin only needs its sign and size),
-        power_tol, power_max_iter, trace_probes, slq_vectors, slq_steps, curvature_seed;
-        spectrum_seeds: the seeds whose runs also get the Hutch++ trace and the SLQ density.
+        power_tol, power_max_iter, trace_probes, slq_vectors, slq_steps, curvature_seed (every seed
+        gets Lanczos, power iteration, λmin, Hutchinson, Hutch++ and the SLQ density).
     Flatness: isotropic_sigmas (absolute noise std), relative_sigmas (noise relative to
-        filter norms / weight magnitudes), flatness_draws, flatness_seed.
+        filter norms / weight magnitudes), flatness_draws (loss evaluations per σ, spent as
+        flatness_draws / 2 antithetic ±δ pairs), flatness_seed.
     Slices: slice_radius, slice_points (odd, so alpha = 0 is on the grid),
         slice_directions (filter-normalised random directions per run),
         surface_radius, surface_points, direction_seed; surface_seeds: the seeds whose runs
@@ -61,7 +62,6 @@ class StudyConfig:
     power_tol: float = 1e-3
     power_max_iter: int = 100
     trace_probes: int = 24
-    spectrum_seeds: tuple[int, ...] = (0,)
     slq_vectors: int = 2
     slq_steps: int = 24
     curvature_seed: int = 0
@@ -123,7 +123,7 @@ def study_problems(cfg: StudyConfig) -> list[str]:
     p = [msg for name in _FIELDS if (msg := _type_problem(name, getattr(cfg, name)))]
     if p:
         return p
-    for name in ("seeds", "spectrum_seeds", "surface_seeds"):
+    for name in ("seeds", "surface_seeds"):
         values = getattr(cfg, name)
         if len(set(values)) != len(values) or any(not isinstance(s, int) or s < 0 for s in values):
             p.append(f"{name} must be distinct non-negative integers, got {list(values)}")
@@ -141,8 +141,9 @@ def study_problems(cfg: StudyConfig) -> list[str]:
                  "flatness_draws", "slice_directions", "path_points"):
         if getattr(cfg, name) < 1:
             p.append(f"{name} must be at least 1, got {getattr(cfg, name)}")
-    if cfg.flatness_draws < 2:
-        p.append("flatness_draws must be at least 2 (an interval needs two draws)")
+    if cfg.flatness_draws < 4 or cfg.flatness_draws % 2:
+        p.append(f"flatness_draws must be even and at least 4 (loss evaluations spent as ±δ pairs), "
+                 f"got {cfg.flatness_draws}")
     if cfg.path_points < 3:
         p.append(f"path_points must be at least 3, got {cfg.path_points}")
     for name in ("lanczos_tol", "smallest_tol", "power_tol", "slice_radius", "surface_radius"):

@@ -21,18 +21,23 @@ import numpy as np
 from .provenance import SCHEMA_VERSION, provenance
 from .registry import check_section, resolve
 from .results import read_json, write_json
-from .stats import Interval, mean_interval
+from .stats import Interval, mean_interval, pair_interval
 from .units import summary_path, unit_name
 
 Records = Mapping[Any, Mapping[str, Any]]  # unit -> unit record (with "result")
+# The range of each bounded quantity: its interval over seeds never leaves it (the estimand stays
+# the arithmetic mean; see landscape_utils.study.stats). Unbounded ones (tr(H), λmin, E[ΔL]) have none.
+BOUNDS = {"test_acc": (0.0, 1.0), "train_acc": (0.0, 1.0), "test_loss": (0.0, None), "train_loss": (0.0, None)}
 
 
 def _results(records: Records) -> list[dict[str, Any]]:
     return [records[u]["result"] for u in records]
 
 
-def _iv(values) -> Interval:
-    return mean_interval(np.asarray(list(values), dtype=float))
+def _iv(values, bounds: tuple[float | None, float | None] | None = None) -> Interval:
+    """The mean over seeds with its 95% interval; ``bounds`` keep a bounded quantity's interval in
+    its range (see :func:`~landscape_utils.study.stats.mean_interval`)."""
+    return mean_interval(np.asarray(list(values), dtype=float), bounds=bounds)
 
 
 @dataclass(frozen=True)
@@ -95,8 +100,9 @@ def summarise_training(arch: str, records: Records, settings) -> TrainingSummary
         arch=arch, units=tuple(map(unit_name, records)), probe_data=res[0]["probe_data"]["description"],
         seeds=tuple(r["seed"] for r in res), eval_train_examples=res[0]["history"]["eval_train_examples"],
         steps=res[0]["final"]["step"],
-        **{m: _iv(f[m] for f in finals) for m in ("test_acc", "test_loss", "train_acc", "train_loss")},
-        init_to_final_barrier_train=_iv(r["init_to_final"]["train"]["loss_barrier"]["barrier"] for r in res),
+        **{m: _iv((f[m] for f in finals), bounds=BOUNDS[m]) for m in ("test_acc", "test_loss", "train_acc", "train_loss")},
+        init_to_final_barrier_train=_iv((r["init_to_final"]["train"]["loss_barrier"]["barrier"] for r in res),
+                                        bounds=(0.0, None)),
         runs=tuple(res))
 
 
@@ -108,6 +114,7 @@ class CurvatureSummary(Summary):
     lambda_max: Interval
     lambda_min: Interval
     trace: Interval
+    trace_hutchpp: Interval
     power_lambda: Interval
     power_relative_error: Interval
     lanczos_hvps: Interval
@@ -120,22 +127,29 @@ def summarise_curvature(arch: str, records: Records, settings) -> CurvatureSumma
     return CurvatureSummary(
         arch=arch, units=tuple(map(unit_name, records)), probe_data=res[0]["probe_data"]["description"],
         seeds=tuple(r["seed"] for r in res),
-        lambda_max=_iv(r["lambda_max"] for r in res), lambda_min=_iv(r["lambda_min"] for r in res),
-        trace=_iv(r["trace"]["estimate"] for r in res), power_lambda=_iv(r["power"]["eigenvalue"] for r in res),
-        power_relative_error=_iv(r["power_relative_error"] for r in res),
+        lambda_max=_iv((r["lambda_max"] for r in res), bounds=(0.0, None)), lambda_min=_iv(r["lambda_min"] for r in res),
+        trace=_iv(r["trace"]["estimate"] for r in res), trace_hutchpp=_iv(r["trace_hutchpp"]["estimate"] for r in res),
+        power_lambda=_iv(r["power"]["eigenvalue"] for r in res),
+        power_relative_error=_iv((r["power_relative_error"] for r in res), bounds=(0.0, None)),
         lanczos_hvps=_iv(r["top"]["n_hvp"] for r in res), power_hvps=_iv(r["power"]["n_hvp"] for r in res),
         runs=tuple(res))
 
 
 @dataclass(frozen=True)
 class FlatnessSummary(Summary):
-    """Mean loss change per noise kind and σ (an interval over seeds for each σ)."""
+    """Per noise kind and σ, intervals over seeds of: the mean change E[ΔL] (antithetic pairs; a
+    curvature measure), the mean absolute change E|ΔL| (the write-up's metric; dominated by |gᵀδ|, a
+    gradient-norm measure); for isotropic noise the second-order prediction ½σ²·tr(H) and the ratio
+    measured / predicted."""
 
     seeds: tuple[int, ...]
     draws: int
+    antithetic: bool
     sigmas: dict[str, tuple[float, ...]]
     mean_change: dict[str, tuple[Interval, ...]]
+    mean_abs_change: dict[str, tuple[Interval, ...]]
     predicted_change: tuple[Interval, ...]
+    second_order_ratio: tuple[Interval, ...]
     runs: tuple[dict, ...]
 
 
@@ -144,12 +158,17 @@ def summarise_flatness(arch: str, records: Records, settings) -> FlatnessSummary
     kinds = [k for k in res[0] if isinstance(res[0][k], dict) and "sigmas" in res[0][k]]
     return FlatnessSummary(
         arch=arch, units=tuple(map(unit_name, records)), probe_data=res[0]["probe_data"]["description"],
-        seeds=tuple(r["seed"] for r in res), draws=len(res[0][kinds[0]]["changes"][0]),
+        seeds=tuple(r["seed"] for r in res), draws=res[0][kinds[0]]["n_evaluations"],
+        antithetic=bool(res[0][kinds[0]]["antithetic"]),
         sigmas={k: tuple(res[0][k]["sigmas"]) for k in kinds},
         mean_change={k: tuple(_iv(r[k]["mean"][i] for r in res) for i in range(len(res[0][k]["sigmas"])))
                      for k in kinds},
+        mean_abs_change={k: tuple(_iv((r[k]["mean_abs"][i] for r in res), bounds=(0.0, None))
+                                  for i in range(len(res[0][k]["sigmas"]))) for k in kinds},
         predicted_change=tuple(_iv(r["isotropic"]["prediction"]["prediction"][i] for r in res)
                                for i in range(len(res[0]["isotropic"]["sigmas"]))),
+        second_order_ratio=tuple(_iv(r["isotropic"]["second_order"]["ratio"][i] for r in res)
+                                 for i in range(len(res[0]["isotropic"]["sigmas"]))),
         runs=tuple(res))
 
 
@@ -168,11 +187,15 @@ def slice_asymmetry(slice_result: Mapping[str, Any]) -> np.ndarray:
 
 @dataclass(frozen=True)
 class SlicesSummary(Summary):
-    """Per direction kind: the fitted slice curvature and the asymmetry, over seeds."""
+    """Per direction kind, intervals over seeds (each seed's value averaged over its directions) of:
+    the local curvature dᵀHd at α = 0 (exact, one HVP per direction), the finite-scale curvature of
+    a parabola fitted over [−fit_radius, fit_radius], and the asymmetry of the slice's ends."""
 
     seeds: tuple[int, ...]
     kinds: tuple[str, ...]
-    curvature: dict[str, Interval]
+    fit_radius: float
+    local_curvature: dict[str, Interval]
+    fitted_curvature: dict[str, Interval]
     asymmetry: dict[str, Interval]
     runs: tuple[dict, ...]
 
@@ -182,15 +205,18 @@ def summarise_slices(arch: str, records: Records, settings) -> SlicesSummary:
     kinds = tuple(res[0]["kinds"])
     return SlicesSummary(
         arch=arch, units=tuple(map(unit_name, records)), probe_data=res[0]["probe_data"]["description"],
-        seeds=tuple(r["seed"] for r in res), kinds=kinds,
-        curvature={k: _iv(np.mean(r["kinds"][k]["train"]["curvatures"]) for r in res) for k in kinds},
-        asymmetry={k: _iv(np.mean(slice_asymmetry(r["kinds"][k]["train"])) for r in res) for k in kinds},
+        seeds=tuple(r["seed"] for r in res), kinds=kinds, fit_radius=float(res[0]["kinds"][kinds[0]]["train"]["fit_radius"]),
+        local_curvature={k: _iv(np.mean(r["kinds"][k]["train"]["local_curvatures"]) for r in res) for k in kinds},
+        fitted_curvature={k: _iv(np.mean(r["kinds"][k]["train"]["fitted_curvatures"]) for r in res) for k in kinds},
+        asymmetry={k: _iv((np.mean(slice_asymmetry(r["kinds"][k]["train"])) for r in res), bounds=(-1.0, 1.0))
+                   for k in kinds},
         runs=tuple(res))
 
 
 @dataclass(frozen=True)
 class ConnectivitySummary(Summary):
-    """Loss and error barriers between seed pairs (train and test probe sets)."""
+    """Loss and error barriers between seed pairs (train and test probe sets). Pairs share runs
+    (0–1, 0–2, 1–2), so the intervals are leave-one-seed-out jackknife intervals over seeds."""
 
     pairs: tuple[tuple[int, ...], ...]
     loss_barrier_train: Interval
@@ -205,7 +231,8 @@ def summarise_connectivity(arch: str, records: Records, settings) -> Connectivit
     return ConnectivitySummary(
         arch=arch, units=tuple(map(unit_name, records)), probe_data=res[0]["probe_data"]["description"],
         pairs=tuple(tuple(r["seeds"]) for r in res),
-        **{f"{q}_barrier_{split}": _iv(r[split][f"{q}_barrier"]["barrier"] for r in res)
+        **{f"{q}_barrier_{split}": pair_interval({tuple(r["seeds"]): r[split][f"{q}_barrier"]["barrier"] for r in res},
+                                                 bounds=(0.0, None))
            for q in ("loss", "error") for split in ("train", "test")},
         runs=tuple(res))
 
