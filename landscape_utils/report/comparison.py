@@ -46,6 +46,19 @@ def _claims_sentence(comparison, what: str) -> str:
     return f"Against our intervals, the write-up's {what}: " + "; ".join(parts) + "."
 
 
+def methods_table(res: Mapping[str, Mapping[str, Any]]) -> str:
+    """Which interval method each reported quantity uses (read from the intervals themselves)."""
+    arch = next(iter(res["training"]))
+    t, c, f, sl, cn = (res[k][arch] for k in ("training", "curvature", "flatness", "slices", "connectivity"))
+    rows = [("test accuracy (in [0, 1])", t.test_acc), ("test loss (≥ 0)", t.test_loss),
+            ("λmax (≥ 0 at these minima)", c.lambda_max), ("λmin, tr(H) (unbounded)", c.trace),
+            ("E[ΔL] (unbounded)", f.mean_change["filter"][-1]), ("E|ΔL| (≥ 0)", f.mean_abs_change["filter"][-1]),
+            ("slice curvature (unbounded)", sl.local_curvature["filter-normalised"]),
+            ("slice asymmetry (in [−1, 1])", sl.asymmetry["raw"]), ("barriers, per seed pair (≥ 0)", cn.loss_barrier_train)]
+    return markdown_table(["quantity", "95% interval for the mean over seeds", "n"],
+                          [[q, iv.method, iv.n] for q, iv in rows])
+
+
 def accuracy_statement(training: Mapping[str, Any]) -> str:
     """Ordering of test accuracy across architectures (where the intervals resolve it)."""
     return _ordering({a: s.test_acc for a, s in training.items()}, "Test accuracy", "more accurate", fmt="{:.4f}")
