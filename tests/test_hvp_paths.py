@@ -18,9 +18,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call
 
-from landscape_utils.probes import hvp_paths, params
+from landscape_utils.probes import hvp_paths
 from landscape_utils.probes.hessian import (
     HessianOperator,
     HessianUnavailableError,
@@ -30,19 +29,7 @@ from landscape_utils.probes.hessian import (
 from landscape_utils.probes.spectrum import hutchinson_trace, hutchpp_trace, slq_spectral_density
 
 
-def gen(seed: int = 0) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
-
-
-def exact_hessian(model: nn.Module, data) -> torch.Tensor:
-    x, y = data
-    like = params.named_params(model)
-
-    def loss_of(flat):
-        return F.cross_entropy(functional_call(model, params.unflatten(flat, like), (x,)), y)
-
-    with params.probe_mode(model, train=False):
-        return torch.autograd.functional.hessian(loss_of, params.flatten(like).clone())
+from tests.test_hessian import exact_hessian, gen  # noqa: E402  (one exact reference for both files)
 
 
 class Attention(nn.Module):
