@@ -48,7 +48,8 @@ def _section_sentence(section: str, cfg) -> str:
                 f"also Hutch++ ({cfg.trace_probes} HVPs) and the SLQ density ({cfg.slq_vectors} vectors × "
                 f"{cfg.slq_steps} Lanczos steps).")
     if section == "flatness":
-        return (f"Flatness on {cfg.probe_train_size:,} training examples: {cfg.flatness_draws} draws per noise scale; "
+        return (f"Flatness on {cfg.probe_train_size:,} training examples: {cfg.flatness_draws} loss evaluations per "
+                f"noise scale, as {cfg.flatness_draws // 2} antithetic ±δ pairs; "
                 f"isotropic σ ∈ {{{_list(cfg.isotropic_sigmas)}}} (absolute), filter and magnitude σ ∈ "
                 f"{{{_list(cfg.relative_sigmas)}}} (relative).")
     if section == "slices":
