@@ -67,9 +67,11 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--no-download", action="store_true", help="never download MNIST")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
 
-    run = sub.add_parser("run", help="the study's training run of one architecture and seed")
+    run = sub.add_parser("run", help="one of the study's training runs of one architecture")
     run.add_argument("--arch", required=True)
-    run.add_argument("--seed", type=int, required=True)
+    which = run.add_mutually_exclusive_group(required=True)
+    which.add_argument("--seed", type=int, help="the run of one study seed")
+    which.add_argument("--run", help="a run by name: s<seed>, or i<init seed>d<data seed> (connectivity's controls)")
     _study_args(run)
     run.add_argument("--out", default=None, help="write the run's manifest and folder here (JSON)")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -79,8 +81,8 @@ def _parser() -> argparse.ArgumentParser:
     probe.add_argument("--arch", required=True)
     unit = probe.add_mutually_exclusive_group(required=True)
     unit.add_argument("--seed", type=int, help="one seed")
-    unit.add_argument("--pair", type=int, nargs=2, metavar=("A", "B"), help="one pair of seeds")
-    unit.add_argument("--units", nargs="+", metavar="UNIT", help="several units: s0 s1 ... or s0-s1 s0-s2 ...")
+    unit.add_argument("--pair", type=int, nargs=2, metavar=("A", "B"), help="the pair of study seeds A and B")
+    unit.add_argument("--units", nargs="+", metavar="UNIT", help="several units: s0 s1 ... or s0-s1 s0-i0d1000 ...")
     _study_args(probe)
     probe.add_argument("--out", default=None, help="also write the units' results here (one JSON file)")
 
@@ -128,11 +130,15 @@ def _cmd_run(args, study) -> int:
     from .study.results import write_json
     from .study.training import train_or_load
 
+    from .study.units import as_run, parse_run, run_name, study_runs
+
     check_arch(args.arch)
-    if args.seed not in study.config.seeds:
-        raise ValueError(f"seed {args.seed} is not one of the study's seeds {list(study.config.seeds)}")
+    wanted = as_run(args.seed) if args.run is None else parse_run(args.run)
+    valid = study_runs(study.config)
+    if wanted not in valid:
+        raise ValueError(f"run {run_name(wanted)} is not one of the study's runs ({', '.join(map(run_name, valid))})")
     _threads()
-    run = train_or_load(study.config.train_config(args.arch, args.seed), progress=not args.quiet)
+    run = train_or_load(study.config.run_config(args.arch, wanted), progress=not args.quiet)
     manifest = json.loads((run.path / "run.json").read_text())
     if args.out:
         write_json(args.out, {"path": str(run.path), **manifest})
@@ -145,11 +151,11 @@ def _cmd_probe(args, study) -> int:
     from .study.registry import check_arch, check_section
     from .study.results import write_json
 
-    from .study.units import parse_unit
+    from .study.units import as_run, parse_unit
 
     sec = check_section(args.section)
     check_arch(args.arch)
-    todo = ([parse_unit(u) for u in args.units] if args.units else [tuple(args.pair) if args.pair else args.seed])
+    todo = ([parse_unit(u) for u in args.units] if args.units else [(as_run(args.pair[0]), as_run(args.pair[1])) if args.pair else args.seed])
     for unit in todo:
         if (sec.per == "pair") != isinstance(unit, tuple):
             raise ValueError(f"section {sec.key!r} takes {'pairs (--pair A B)' if sec.per == 'pair' else 'seeds (--seed S)'}")

@@ -20,6 +20,9 @@ from tests.conftest import REPO
     (["run", "--arch", "cnn", "--seed", "0", "--set", "lr=-1"], "lr must be a positive finite number"),
     (["run", "--arch", "cnn", "--seed", "0", "--set", "sigma=1"], r"unknown setting(s) ['sigma']"),
     (["run", "--arch", "cnn", "--seed", "0", "--set", "lr"], "a setting is key=value"),
+    (["run", "--arch", "cnn", "--run", "i1d1000", "--profile", "smoke"], "run i1d1000 is not one of the study's runs (s0, i0d1000"),
+    (["run", "--arch", "cnn", "--run", "x3", "--profile", "smoke"], "a run is 's<seed>' or 'i<init seed>d<data seed>'"),
+    (["probe", "connectivity", "--arch", "cnn", "--units", "s0-i0d7", "--profile", "smoke"], "has no unit s0-i0d7"),
     (["notebook", "09_nothing", "--out", "x.ipynb"], "no notebook '09_nothing'"),
     (["train", "--arch", "nope"], "unknown architecture 'nope'"),
 ])

@@ -9,6 +9,7 @@ import tomllib
 import pytest
 
 from landscape_utils.study import settings as S
+from landscape_utils.study import units
 from landscape_utils.study.paths import PROFILES_DIR
 from landscape_utils.study.registry import check_arch
 from landscape_utils.study.settings import StudyConfig, load_study, open_study
@@ -17,7 +18,7 @@ from landscape_utils.study.settings import StudyConfig, load_study, open_study
 def test_full_profile_is_the_defaults():
     assert load_study("full") == StudyConfig()
     cfg = StudyConfig()
-    assert cfg.epochs == 3 and cfg.train_size is None and len(cfg.seeds) == 3
+    assert cfg.epochs == 3 and cfg.train_size is None and len(cfg.seeds) == 10 and cfg.pairs_per_kind == 5
 
 
 @pytest.mark.parametrize("name", ["smoke", "full"])
@@ -31,13 +32,18 @@ def test_profile_files_list_only_real_differences(name):
 def test_smoke_is_small_but_exercises_pairs():
     smoke = load_study("smoke")
     assert smoke.max_steps <= 100 and smoke.probe_train_size <= 512
-    assert len(smoke.seed_pairs) >= 1
+    kinds = [units.pair_kind(p) for p in smoke.connectivity_pairs]
+    assert sorted(kinds) == ["independent", "same-data", "same-init"]
 
 
 def test_overrides_apply_on_top_of_the_profile():
     cfg = load_study("smoke", {"seeds": [3, 4, 5], "lr": 0.02})
     assert cfg.seeds == (3, 4, 5) and cfg.lr == 0.02 and cfg.max_steps == load_study("smoke").max_steps
-    assert cfg.seed_pairs == [(3, 4), (3, 5), (4, 5)]
+    assert [tuple(map(units.run_name, p)) for p in cfg.connectivity_pairs] == [
+        ("s3", "s4"), ("s3", "i3d1003"), ("s3", "i1003d3")]
+    # pairs_per_kind is an upper bound: one seed has no independent pair, still its controls
+    one = load_study("full", {"seeds": [7]}).connectivity_pairs
+    assert [units.pair_kind(p) for p in one] == ["same-init", "same-data"]
     tc = cfg.train_config("mlp", 4)
     assert (tc.arch, tc.init_seed, tc.data_seed, tc.lr) == ("mlp", 4, 4, 0.02)
 
@@ -55,6 +61,10 @@ def test_overrides_apply_on_top_of_the_profile():
     ("full", {"flatness_draws": 7}, "flatness_draws must be even and at least 4"),
     ("full", {"isotropic_sigmas": [0.1, -0.1]}, "isotropic_sigmas must all be positive"),
     ("full", {"lanczos_tol": 0.0}, "lanczos_tol must be a positive finite number"),
+    ("smoke", {"pairs_per_kind": 0}, "pairs_per_kind must be at least 1"),
+    ("smoke", {"control_seed_offset": 1}, "control_seed_offset must exceed the spread of the seeds"),
+    ("smoke", {"curve_steps": 0}, "curve_steps must be at least 1"),
+    ("smoke", {"curve_lr": 0.0}, "curve_lr must be a positive finite number"),
 ])
 def test_bad_settings_are_named(profile, overrides, message):
     with pytest.raises(ValueError, match=message):

@@ -111,7 +111,7 @@ def test_numbers_in_the_report_equal_the_summaries(smoke):
         for run in summary("training", arch)["runs"]:
             assert f"{100 * run['final']['test_acc']:.2f}%" in text
         for pair in summary("connectivity", arch)["runs"]:
-            assert f"{pair['train']['loss_barrier']['barrier']:.3g}" in text
+            assert f"{pair['paths']['straight']['train']['loss_barrier']['barrier']:.3g}" in text
 
 
 def test_console_is_clean(smoke_study):

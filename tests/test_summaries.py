@@ -17,10 +17,21 @@ def _path(barrier: float, error: float) -> dict:
     return {"loss_barrier": {"barrier": barrier}, "error_barrier": {"barrier": error}}
 
 
+def _pair(runs, kind, straight, aligned=None):
+    paths = {"straight": {"train": _path(*straight), "test": _path(straight[0] + 0.1, straight[1] + 0.01)}}
+    if aligned is not None:
+        paths["aligned"] = {"train": _path(*aligned), "test": _path(*aligned)}
+    return {"result": {"runs": runs, "kind": kind, "probe_data": PROBE, "paths": paths,
+                       "alignment": {"max_logit_change": 1e-6} if aligned is not None else None}}
+
+
 def connectivity_records():
-    return {(0, 1): {"result": {"seeds": [0, 1], "probe_data": PROBE, "train": _path(0.3, 0.02), "test": _path(0.4, 0.03)}},
-            (0, 2): {"result": {"seeds": [0, 2], "probe_data": PROBE, "train": _path(0.5, 0.04), "test": _path(0.6, 0.05)}},
-            (1, 2): {"result": {"seeds": [1, 2], "probe_data": PROBE, "train": _path(0.1, 0.00), "test": _path(0.2, 0.01)}}}
+    from landscape_utils.study.units import RunId as R
+    return {(R(0, 0), R(1, 1)): _pair(["s0", "s1"], "independent", (0.3, 0.02), (0.05, 0.0)),
+            (R(2, 2), R(3, 3)): _pair(["s2", "s3"], "independent", (0.5, 0.04), (0.07, 0.01)),
+            (R(4, 4), R(5, 5)): _pair(["s4", "s5"], "independent", (0.1, 0.00), (0.0, 0.0)),
+            (R(0, 0), R(0, 1000)): _pair(["s0", "i0d1000"], "same-init", (0.0, 0.0), (0.0, 0.0)),
+            (R(1, 1), R(1, 1001)): _pair(["s1", "i1d1001"], "same-init", (0.01, 0.0), (0.01, 0.0))}
 
 
 def slice_records():
@@ -31,14 +42,21 @@ def slice_records():
     return {0: one(0, [1.0, 3.0], [[1.2, 1.0, 1.2]]), 1: one(1, [2.0, 2.0], [[1.0, 1.0, 1.4]])}
 
 
-def test_connectivity_summary_holds_intervals_over_pairs():
+def test_connectivity_summary_holds_intervals_over_disjoint_pairs_per_kind_and_path():
     summary = S.summarise_connectivity("cnn", connectivity_records(), None)
-    assert summary.units == ("s0-s1", "s0-s2", "s1-s2") and summary.pairs == ((0, 1), (0, 2), (1, 2))
-    # Pairs share runs: a jackknife over seeds, kept at or above 0 (barriers cannot be negative).
-    assert summary.loss_barrier_train == pair_interval({(0, 1): 0.3, (0, 2): 0.5, (1, 2): 0.1}, bounds=(0.0, None))
-    assert summary.loss_barrier_train.method.startswith(JACKKNIFE) and summary.loss_barrier_train.low >= 0
-    assert summary.error_barrier_test.values == (0.03, 0.05, 0.01)
-    assert summary.probe_data == PROBE["description"]
+    assert summary.units == ("s0-s1", "s2-s3", "s4-s5", "s0-i0d1000", "s1-i1d1001")
+    assert summary.kinds == ("independent", "same-init") and summary.pairs["same-init"] == ("s0-i0d1000", "s1-i1d1001")
+    assert summary.paths["independent"] == ("straight", "aligned") and summary.alignment == "weight matching"
+    # Pairs of one kind share no run: the ordinary interval over pairs, kept at or above 0.
+    iv = summary.barrier("independent", "straight")
+    assert iv == pair_interval({("s0", "s1"): 0.3, ("s2", "s3"): 0.5, ("s4", "s5"): 0.1}, bounds=(0.0, None))
+    assert not iv.method.startswith(JACKKNIFE) and iv.n == 3 and iv.low >= 0 and "3 disjoint pairs" in iv.note
+    assert summary.barrier("independent", "aligned", "error_train").values == (0.0, 0.01, 0.0)
+    assert summary.barrier("same-init", "straight", "loss_test").values == pytest.approx((0.1, 0.11))
+    assert summary.pair_values["independent/straight"]["loss_train"] == {"s0-s1": 0.3, "s2-s3": 0.5, "s4-s5": 0.1}
+    assert summary.probe_data == PROBE["description"] and summary.max_logit_change == 1e-6
+    with pytest.raises(KeyError):
+        summary.barrier("same-data", "straight")
 
 
 def test_slices_summary_curvature_and_asymmetry():

@@ -11,12 +11,27 @@ from landscape_utils.study.settings import open_study
 CFG = open_study("smoke").config
 
 
-@pytest.mark.parametrize("unit, name", [(0, "s0"), (12, "s12"), ((0, 1), "s0-s1"), ((3, 10), "s3-s10")])
+R = units.RunId
+
+
+@pytest.mark.parametrize("unit, name", [(0, "s0"), (12, "s12"), ((R(0, 0), R(1, 1)), "s0-s1"), ((R(3, 3), R(10, 10)), "s3-s10"),
+                                        ((R(0, 0), R(0, 1000)), "s0-i0d1000"), ((R(2, 2), R(1002, 2)), "s2-i1002d2")])
 def test_unit_names_round_trip(unit, name):
     assert units.unit_name(unit) == name and units.parse_unit(name) == unit
 
 
-@pytest.mark.parametrize("bad", ["0", "s", "sx", "s1-s2-s3", "s1-2", ""])
+@pytest.mark.parametrize("pair, kind", [((R(0, 0), R(1, 1)), "independent"), ((R(0, 0), R(0, 1000)), "same-init"),
+                                        ((R(0, 0), R(1000, 0)), "same-data"), ((0, 1), "independent")])
+def test_pair_kinds(pair, kind):
+    assert units.pair_kind(pair) == kind
+
+
+def test_a_pair_of_one_run_is_refused():
+    with pytest.raises(ValueError, match="two different runs"):
+        units.pair_kind((R(1, 1), 1))
+
+
+@pytest.mark.parametrize("bad", ["0", "s", "sx", "s1-s2-s3", "s1-2", "", "i1d", "i1d2", "s1-i2"])
 def test_bad_unit_names_are_refused(bad):
     with pytest.raises(ValueError, match="a unit is"):
         units.parse_unit(bad)
@@ -24,7 +39,8 @@ def test_bad_unit_names_are_refused(bad):
 
 def test_units_per_section():
     assert units.section_units("curvature", CFG) == [0, 1]
-    assert units.section_units("connectivity", CFG) == [(0, 1)]
+    assert units.section_units("connectivity", CFG) == [(R(0, 0), R(1, 1)), (R(0, 0), R(0, 1000)), (R(0, 0), R(1000, 0))]
+    assert units.study_runs(CFG) == [R(0, 0), R(0, 1000), R(1, 1), R(1000, 0)]
 
 
 def test_a_job_cannot_read_a_setting_it_does_not_declare():

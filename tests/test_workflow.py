@@ -172,6 +172,6 @@ def test_dry_run_of_a_ten_seed_study_is_fast(copy):
     started = time.time()
     jobs = dry_run_jobs(root, outputs, env, "set=seeds=[0,1,2,3,4,5,6,7,8,9]", "block=1")
     seconds = time.time() - started
-    archs, seeds, pairs = 4, 10, 45
-    assert jobs["train"] == archs * seeds and jobs["probe"] == archs * (5 * seeds + pairs)
+    archs, seeds, pairs, controls = 4, 10, 3, 2  # smoke: one pair of each kind, two control runs
+    assert jobs["train"] == archs * (seeds + controls) and jobs["probe"] == archs * (5 * seeds + pairs)
     assert seconds < 5, seconds

@@ -7,15 +7,14 @@ resolved. Nothing is hard-coded but the original write-up's own reported values.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from scipy import stats as _sps
+import numpy as np
 
 from ..study.registry import ARCHITECTURES, label
-from ..study.stats import (NO_TEST, SMALL_N_NOTE, Claim, ClaimVerdict, Interval, PairedDifference, compare_to_reported,
-                           judge_claims, ordering_statement, pair_interval, paired_difference, relation_to_value,
+from ..study.stats import (SMALL_N_NOTE, Claim, ClaimVerdict, Interval, PairedDifference, compare_to_reported,
+                           judge_claims, ordering_statement, paired_difference, relation_to_value,
                            seeds_needed)
 from .tables import markdown_table
 
@@ -54,7 +53,8 @@ def methods_table(res: Mapping[str, Mapping[str, Any]]) -> str:
             ("λmax (≥ 0 at these minima)", c.lambda_max), ("λmin, tr(H) (unbounded)", c.trace),
             ("E[ΔL] (unbounded)", f.mean_change["filter"][-1]), ("E|ΔL| (≥ 0)", f.mean_abs_change["filter"][-1]),
             ("slice curvature (unbounded)", sl.local_curvature["filter-normalised"]),
-            ("slice asymmetry (in [−1, 1])", sl.asymmetry["raw"]), ("barriers, per seed pair (≥ 0)", cn.loss_barrier_train)]
+            ("slice asymmetry (in [−1, 1])", sl.asymmetry["raw"]),
+            ("barriers, over disjoint pairs of runs (≥ 0)", cn.barriers[next(iter(cn.barriers))]["loss_train"])]
     return markdown_table(["quantity", "95% interval for the mean over seeds", "n"],
                           [[q, iv.method, iv.n] for q, iv in rows])
 
@@ -141,20 +141,122 @@ def slices_analysis(slices: Mapping[str, Any]) -> tuple[dict[str, Interval], dic
 
 
 def connectivity_analysis(connectivity: Mapping[str, Any], split: str = "train") -> tuple[dict[str, Interval], str]:
-    """Loss-barrier intervals per architecture, whether each is above zero, and the ordering."""
-    ivs = {a: getattr(s, f"loss_barrier_{split}") for a, s in connectivity.items()}
+    """Straight-line loss-barrier intervals between independent runs per architecture, whether each
+    is above zero, and the ordering."""
+    ivs = {a: s.barrier("independent", "straight", f"loss_{split}") for a, s in connectivity.items()
+           if "independent/straight" in s.barriers}
+    if not ivs:
+        return ivs, "No pair of independent runs was measured (the study has one seed)."
     present = []
     for arch, iv in ivs.items():
         rel = relation_to_value(iv, 0.0)
         present.append(f"{label(arch)} {'shows a barrier' if rel == '>' else 'shows no barrier resolved above zero'}"
-                       f" ({iv.format()} nats over {iv.n} seed pairs)")
-    text = "Between independently trained runs, " + "; ".join(present) + ". "
-    text += _ordering(ivs, f"Loss barrier ({split})", "less connected").replace(" seeds)", " seed pairs)")
+                       f" ({iv.format()} nats over {iv.n} pairs)")
+    text = "On the straight line between independently trained runs, " + "; ".join(present) + ". "
+    text += _ordering(ivs, f"Loss barrier ({split})", "less connected").replace(" seeds)", " pairs)")
     order = [a for a in REPORTED_BARRIER_ORDER if a in ivs]
     if len(order) >= 2:
         text += " " + _claims_sentence(compare_to_reported(ivs, order, labels=_labels()),
                                        "barrier ordering (CNN largest, MLP smallest)")
     return ivs, text
+
+
+#: Test-error barrier below which two solutions count as connected along a path: the 2% that
+#: Frankle et al. (2020) allow for noise when they call a pair linearly connected.
+CONNECTED_ERROR_BARRIER = 0.02
+#: The three ways the claim "independent minima lie in different basins" is judged.
+BASIN_WAYS = (("straight", "on the straight line"), ("aligned", "after weight matching"), ("curve", "along a trained curve"))
+
+
+def _connected(iv: Interval, threshold: float = CONNECTED_ERROR_BARRIER) -> str:
+    """"connected" if the interval lies below the threshold, "barrier" if above, else "not resolved"."""
+    rel = relation_to_value(iv, threshold)
+    return {"<": "connected", ">": "barrier"}.get(rel, "not resolved")
+
+
+def _pairs_needed(iv: Interval, threshold: float) -> int | None:
+    """Pairs for a t-interval on the mean to clear the threshold, from the observed spread."""
+    sd = float(np.std(iv.values, ddof=1)) if len(iv.values) > 1 else 0.0
+    gap = abs(iv.mean - threshold)
+    return seeds_needed(sd, gap) if sd > 0 and gap > 0 else None
+
+
+def basin_rows(connectivity: Mapping[str, Any], quantity: str = "error_test") -> list[dict[str, Any]]:
+    """Per architecture and way (straight, aligned, curve) for independent pairs, plus the
+    same-initialisation control: the barrier interval, its verdict against
+    :data:`CONNECTED_ERROR_BARRIER` and, where unresolved, the pairs that would resolve it."""
+    rows = []
+    for arch, s in connectivity.items():
+        ways = [("independent", path, what) for path, what in BASIN_WAYS]
+        ways.append(("same-init", "straight", "same initialisation, straight line (positive control)"))
+        for kind, path, what in ways:
+            key = f"{kind}/{path}"
+            if key not in s.barriers:
+                rows.append({"arch": arch, "kind": kind, "path": path, "way": what, "interval": None,
+                             "verdict": "not available", "loss": None, "pairs needed": None})
+                continue
+            iv = s.barriers[key][quantity]
+            verdict = _connected(iv)
+            rows.append({"arch": arch, "kind": kind, "path": path, "way": what, "interval": iv, "verdict": verdict,
+                         "loss": s.barriers[key]["loss_test"],
+                         "pairs needed": _pairs_needed(iv, CONNECTED_ERROR_BARRIER) if verdict == "not resolved" else None})
+    return rows
+
+
+def basin_verdict(rows: Sequence[Mapping[str, Any]], arch: str) -> str:
+    """The claim "independent minima lie in different basins" for one architecture: contradicted if
+    weight matching or a curve connects them, supported if every way resolves a barrier, else not resolved."""
+    v = {r["path"]: r["verdict"] for r in rows if r["arch"] == arch and r["kind"] == "independent"}
+    if v.get("aligned") == "connected" or v.get("curve") == "connected":
+        return "contradicted"
+    if all(v.get(p) == "barrier" for p, _ in BASIN_WAYS):
+        return "holds"
+    return "not resolved"
+
+
+def basin_conclusion(connectivity: Mapping[str, Any]) -> str:
+    """The conclusion table for the write-up's "different basins", judged three ways, with the
+    same-initialisation control beside it, and one sentence per architecture."""
+    rows = basin_rows(connectivity)
+    if not rows:
+        return "No connectivity results."
+    table = markdown_table(
+        ["model", "pairs", "path", "test error barrier, mean [95% interval]", "test loss barrier (nats)", "verdict",
+         "pairs to resolve"],
+        [[label(r["arch"]), r["kind"], r["way"], "—" if r["interval"] is None else
+          f"{100 * r['interval'].mean:.2f}% [{100 * r['interval'].low:.2f}, {100 * r['interval'].high:.2f}] (n = {r['interval'].n})",
+          "—" if r["loss"] is None else r["loss"].format(), r["verdict"],
+          "—" if r["pairs needed"] is None else f"{r['pairs needed']:,}"] for r in rows])
+    sentences = []
+    for arch in connectivity:
+        verdict = basin_verdict(rows, arch)
+        control = next(r["verdict"] for r in rows if r["arch"] == arch and r["kind"] == "same-init")
+        ways = "; ".join(f"{r['way']}: {r['verdict']}" for r in rows if r["arch"] == arch and r["kind"] == "independent")
+        sentences.append(f"**{label(arch)}**: the write-up's \"different basins\" {VERDICT_TEXT.get(verdict, verdict)} "
+                         f"({ways}); the same-initialisation control is {control}.")
+    return (table + f"\n\nA pair counts as *connected* along a path when the 95% interval of its test-error barrier "
+            f"lies below {100 * CONNECTED_ERROR_BARRIER:g}% (the noise allowance of Frankle et al. 2020), and as separated by a "
+            "*barrier* when it lies above; otherwise *not resolved* (with the number of pairs a t-interval would need "
+            "at the observed spread). The claim holds only if every way shows a barrier, and is contradicted if "
+            "weight matching or a trained curve connects the runs. Pairs of one kind share no run, so they are "
+            "independent samples.\n\n" + " ".join(sentences))
+
+
+def alignment_effects(connectivity: Mapping[str, Any], quantity: str = "loss_test") -> dict[str, dict[str, PairedDifference]]:
+    """Per architecture, paired differences over the independent pairs: straight − aligned and
+    straight − curve (positive: the other path is lower). Missing paths are left out."""
+    out: dict[str, dict[str, PairedDifference]] = {}
+    for arch, s in connectivity.items():
+        base = s.pair_values.get("independent/straight", {}).get(quantity)
+        if not base:
+            continue
+        out[arch] = {}
+        for path in ("aligned", "curve", "aligned curve"):
+            other = s.pair_values.get(f"independent/{path}", {}).get(quantity)
+            if other:
+                pairs = [p for p in base if p in other]
+                out[arch][path] = paired_difference([base[p] for p in pairs], [other[p] for p in pairs])
+    return out
 
 
 # The write-up's orderings, each a claim "higher > lower" judged by a paired comparison over seeds
@@ -189,22 +291,8 @@ def _per_unit(res: Mapping[str, Mapping[str, Any]], quantity: str, arch: str) ->
         return (f"E|ΔL| (the write-up's metric), isotropic σ = {s.sigmas['isotropic'][-1]:g}",
                 dict(zip(s.seeds, s.mean_abs_change["isotropic"][-1].values)))
     s = res["connectivity"][arch]
-    return "loss barrier (train), per seed pair", dict(zip(s.pairs, s.loss_barrier_train.values))
-
-
-def _pair_difference(diffs: Mapping[tuple[int, int], float]) -> PairedDifference:
-    """A paired comparison on seed-pair quantities: the jackknife interval over seeds and its t-test."""
-    iv = pair_interval(dict(diffs))
-    n = iv.n
-    if iv.single_run or n < 2:
-        return PairedDifference(iv.mean, iv, n, None, None, None, None, NO_TEST, "one pair: no test")
-    tq = float(_sps.t.ppf(0.5 + iv.level / 2, n - 1))
-    se = (iv.high - iv.low) / (2 * tq)
-    p = 1.0 if se == 0 and iv.mean == 0 else (0.0 if se == 0 else float(2 * _sps.t.sf(abs(iv.mean) / se, n - 1)))
-    sd = se * math.sqrt(n)
-    return PairedDifference(iv.mean, iv, n, sd, iv.mean / sd if sd else None, None, p,
-                            "jackknife t-test over seeds", f"{len(diffs)} seed pairs of {n} seeds",
-                            tuple(diffs.values()))
+    return ("loss barrier (train), straight line, per pair of independent runs",
+            dict(s.pair_values.get("independent/straight", {}).get("loss_train", {})))
 
 
 def paired_claims(res: Mapping[str, Mapping[str, Any]], alpha: float = 0.05) -> tuple[list[dict], list[ClaimVerdict]]:
@@ -219,10 +307,10 @@ def paired_claims(res: Mapping[str, Mapping[str, Any]], alpha: float = 0.05) -> 
         what, a = _per_unit(res, quantity, hi)
         _, b = _per_unit(res, quantity, lo)
         shared = [u for u in a if u in b]
-        if quantity == "barrier":
-            diff = _pair_difference({u: a[u] - b[u] for u in shared})
-        else:
-            diff = paired_difference([a[u] for u in shared], [b[u] for u in shared])
+        if not shared:  # e.g. no pair of independent runs with one seed
+            continue
+        # Pairs of independent runs are disjoint, so they are paired across architectures like seeds.
+        diff = paired_difference([a[u] for u in shared], [b[u] for u in shared])
         scale = PRECISION * abs((sum(a.values()) / len(a) + sum(b.values()) / len(b)) / 2)
         needed = seeds_needed(diff.sd, scale) if diff.sd and scale > 0 else None
         claims.append(Claim(f"{label(hi)} > {label(lo)} by {what}", diff, ">"))
@@ -249,9 +337,85 @@ def conclusions(res: Mapping[str, Mapping[str, Any]], alpha: float = 0.05) -> st
     tests = sorted({r["difference"].test for r in rows})
     return (table + "\n\nEach row compares the two architectures on the seeds they share (seed s gives both the same "
             f"data order): the interval is on the per-seed differences ({', '.join(map(str, n))} seeds; barriers: "
-            "per seed pair, with a jackknife over seeds because pairs share runs). A claim is *supported* (or "
+            "per pair of independent runs, disjoint pairs s0–s1, s2–s3, …, the same for every architecture). A claim is *supported* (or "
             f"*contradicted*) only where its Holm-adjusted p-value is at most {alpha:g} across the {len(rows)} claims "
             "and the interval lies on that side of zero; otherwise it is *not resolved*. Tests: "
             + "; ".join(tests) + (f". {SMALL_N_NOTE}" if min(n) < 6 else "") + ". *Seeds needed*: how many seeds "
             f"would bring the paired interval's half-width below {100 * PRECISION:.0f}% of the quantity's mean, "
             "from the observed spread of the differences (precision, not post-hoc power).")
+
+
+# --------------------------------------------------------------------------- connectivity section
+
+PATH_LABELS = {"straight": "straight line", "aligned": "straight line after weight matching",
+               "curve": "trained Bézier curve", "aligned curve": "Bézier curve after weight matching"}
+KIND_LABELS = {"independent": "independent runs", "same-init": "same initialisation, different data order",
+               "same-data": "same data order, different initialisation"}
+
+
+def barrier_table(summary: Any) -> str:
+    """One row per pair kind and path: loss and error barriers, train and test, each the mean over
+    the pairs with its 95% interval and n."""
+    rows = []
+    for kind in summary.kinds:
+        for path in summary.paths[kind]:
+            b = summary.barriers[f"{kind}/{path}"]
+            rows.append([KIND_LABELS.get(kind, kind), PATH_LABELS.get(path, path), b["loss_train"].n,
+                         b["loss_train"].format(), b["loss_test"].format(),
+                         _percent(b["error_train"]), _percent(b["error_test"])])
+    return markdown_table(["pairs", "path", "n pairs", "loss barrier, train (nats)", "loss barrier, test (nats)",
+                           "error barrier, train", "error barrier, test"], rows)
+
+
+def _percent(iv: Interval) -> str:
+    if iv.single_run:
+        return f"{100 * iv.mean:.2f}% (one pair)"
+    return f"{100 * iv.mean:.2f}% [{100 * iv.low:.2f}, {100 * iv.high:.2f}]"
+
+
+def path_curves(summary: Any, quantity: str = "losses", split: str = "test") -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """(α or t, {"<kind>: <path>": (pairs, points) array}) for plotting every path of every kind."""
+    curves: dict[str, np.ndarray] = {}
+    alphas = None
+    for kind in summary.kinds:
+        runs = [r for r in summary.runs if r["kind"] == kind]
+        for path in summary.paths[kind]:
+            alphas = np.asarray(runs[0]["paths"][path][split]["alphas"])
+            curves[f"{KIND_LABELS.get(kind, kind)}: {PATH_LABELS.get(path, path)}"] = np.array(
+                [r["paths"][path][split][quantity] for r in runs], dtype=float)
+    return alphas, curves
+
+
+def alignment_text(summary: Any) -> str:
+    """What weight matching did for this architecture's pairs (or that it is not available)."""
+    if summary.alignment == "not available":
+        return ("Permutation alignment is **not available** for this architecture: its registry entry has no "
+                "permutation specification.")
+    runs = [r for r in summary.runs if r.get("alignment")]
+    gain = [r["alignment"]["objective"] / r["alignment"]["identity_objective"] for r in runs
+            if r["alignment"]["identity_objective"] > 0]
+    moved: dict[str, dict[str, list[float]]] = {}
+    for r in runs:
+        for g, f in r["alignment"]["units_moved"].items():
+            moved.setdefault(r["kind"], {}).setdefault(g, []).append(f)
+    moved_text = "; ".join(f"{KIND_LABELS.get(k, k)}: " + ", ".join(f"{g} {100 * np.mean(v):.0f}%" for g, v in gs.items())
+                           for k, gs in moved.items())
+    sweeps = [r["alignment"]["sweeps"] for r in runs]
+    return (f"Weight matching (Ainsworth et al. 2023) raised the matching objective ⟨θA, π(θB)⟩ to "
+            f"{min(gain):.3g}–{max(gain):.3g}× its value without permutation, in {min(sweeps)}–{max(sweeps)} sweeps over "
+            f"the groups; share of units moved, mean over pairs: {moved_text}. Permuting B changed its logits on the "
+            f"test probe images by at most {summary.max_logit_change:.2g} (float32 round-off: the permuted network "
+            "computes the same function).")
+
+
+def barrier_groups(connectivity: Mapping[str, Any], quantity: str = "error_test") -> dict[str, dict[str, Interval]]:
+    """{"<kind>\\n<path>": {arch: interval}} for every kind and path measured, in the report's order."""
+    groups: dict[str, dict[str, Interval]] = {}
+    short = {"independent": "independent", "same-init": "same init", "same-data": "same data order"}
+    for kind in ("independent", "same-init", "same-data"):
+        for path in ("straight", "aligned", "curve", "aligned curve"):
+            found = {a: s.barriers[f"{kind}/{path}"][quantity] for a, s in connectivity.items()
+                     if f"{kind}/{path}" in s.barriers}
+            if found:
+                groups[f"{short[kind]}\n{path}"] = found
+    return groups

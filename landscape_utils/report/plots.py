@@ -247,3 +247,31 @@ def plot_convergence(histories: Mapping[str, np.ndarray], reference: float, arch
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def plot_interval_groups(groups: Mapping[str, Mapping[str, Interval]], ylabel: str, title: str,
+                         threshold: float | None = None, threshold_label: str = "", over: str = "pairs") -> Figure:
+    """Means with 95% intervals, one cluster per group (e.g. a kind of pair and path), one marker
+    per architecture inside it; an optional horizontal threshold line."""
+    fig, ax = plt.subplots(figsize=(8.5, 3.9))
+    names = list(groups)
+    archs = list(dict.fromkeys(a for g in groups.values() for a in g))
+    width = 0.7 / max(1, len(archs))
+    for j, arch in enumerate(archs):
+        xs, ys, lo, hi = [], [], [], []
+        for i, name in enumerate(names):
+            iv = groups[name].get(arch)
+            if iv is None:
+                continue
+            xs.append(i + (j - (len(archs) - 1) / 2) * width)
+            ys.append(iv.mean)
+            lo.append(iv.mean - iv.low)
+            hi.append(iv.high - iv.mean)
+        ax.errorbar(xs, ys, yerr=[lo, hi], fmt="o", color=colour(arch), capsize=4, ms=6, label=label(arch))
+    if threshold is not None:
+        ax.axhline(threshold, color="k", ls=":", lw=1, label=threshold_label or None)
+    ax.set_xticks(range(len(names)), names, fontsize=8)
+    ax.set(ylabel=ylabel, title=title)
+    ax.legend(fontsize=8, title=f"mean, 95% interval over {over}", title_fontsize=8)
+    fig.tight_layout()
+    return fig

@@ -58,9 +58,20 @@ def _section_sentence(section: str, cfg) -> str:
                 f"top eigenvector per run; for seed(s) {_list(cfg.surface_seeds)} a 2-D surface over "
                 f"[−{cfg.surface_radius:g}, {cfg.surface_radius:g}]² at {cfg.surface_points}×{cfg.surface_points} points.")
     if section == "connectivity":
-        pairs = ", ".join(f"{a}–{b}" for a, b in cfg.seed_pairs) or "none (one seed)"
-        return (f"Connectivity: {cfg.path_points} points along each straight path, both end points included; "
-                f"seed pairs {pairs}.")
+        from ..study.units import run_name  # light: no torch
+
+        groups: dict[str, list[str]] = {}
+        for a, b in cfg.connectivity_pairs:
+            kind = "same initialisation" if a[0] == b[0] else "same data order" if a[1] == b[1] else "independent"
+            groups.setdefault(kind, []).append(f"{run_name(a)}–{run_name(b)}")
+        pairs = "; ".join(f"{kind}: {', '.join(names)}" for kind, names in groups.items())
+        return (f"Connectivity: {cfg.pairs_per_kind} pair(s) of runs per kind ({pairs}; run iXdY = initialisation "
+                f"seed X, data-order seed Y; sX = the study's run of seed X). {cfg.path_points} points along each path, "
+                f"both end points included. Weight matching visits the permutation groups in an order drawn from "
+                f"seed {cfg.alignment_seed}. Bézier curves (independent pairs): control point trained for "
+                f"{cfg.curve_steps:,} SGD steps (learning rate {cfg.curve_lr:g}, momentum {cfg.momentum:g}, batch "
+                f"{cfg.batch_size}, one t ~ U(0, 1) per step; seed {cfg.curve_seed}) on the "
+                f"{'training images' if cfg.train_size is None else f'{cfg.train_size:,} training images the runs used'}.")
     declared = SECTIONS[section].settings if section in SECTIONS else ()
     plain = cfg.to_dict()
     return f"{section}: " + ", ".join(f"{k} = {plain[k]}" for k in declared) + "."

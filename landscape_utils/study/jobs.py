@@ -22,8 +22,12 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from torch.func import functional_call
 
 from ..probes.connectivity import linear_path_losses
+from ..probes.curves import bezier_path_losses, train_bezier_control
+from ..probes.evaluation import as_param_dict
+from ..probes.permutation import aligned_params
 from ..probes.directions import eigenvector_direction, filter_normalised_direction, random_direction
 from ..probes.flatness import perturbation_loss_changes, second_order_prediction, second_order_ratio
 from ..probes.hessian import lanczos_top_eigs, power_iteration_top_eig
@@ -31,10 +35,11 @@ from ..probes.slices import centred_grid, linear_slice_losses, linear_surface_lo
 from ..probes.spectrum import hutchinson_trace, hutchpp_trace, slq_spectral_density
 from .data import ProbeSubset, load_mnist, probe_subset
 from .provenance import provenance
-from .registry import check_arch, check_section
+from .registry import ARCHITECTURES, check_arch, check_section
 from .results import to_plain, write_json
 from .training import Run, train_or_load
-from .units import SectionSettings, Unit, cache_path, section_units, unit_key, unit_name, unit_seeds
+from .units import (RunId, SectionSettings, Unit, cache_path, pair_kind, run_name, section_units, unit_key, unit_name,
+                    unit_seeds)
 
 # Mean cross-entropy over a batch: the loss every probe measures.
 LOSS = nn.CrossEntropyLoss()
@@ -114,11 +119,23 @@ def slices_job(arch: str, seed: int, cfg, upstream: dict[str, Any]) -> dict[str,
             **slices_of(model, probe, cfg, surface=seed in cfg.surface_seeds)}
 
 
-def connectivity_job(arch: str, pair: tuple[int, int], cfg, upstream: dict[str, Any]) -> dict[str, Any]:
-    """Loss and error along the straight line between two seeds' trained parameters."""
+def connectivity_job(arch: str, pair: tuple[RunId, RunId], cfg, upstream: dict[str, Any]) -> dict[str, Any]:
+    """Paths between two runs' trained parameters: the straight line, the straight line after
+    weight matching, and (for independent pairs) a trained Bézier curve before and after it."""
     a, b = pair
     probe = probe_data(cfg)
-    return {"probe_data": probe.to_dict(), **connectivity_of(_run(arch, a, cfg), _run(arch, b, cfg), probe, cfg)}
+    runs = [train_or_load(cfg.run_config(arch, r)) for r in (a, b)]
+    train = _training_images(cfg, runs[0]) if pair_kind(pair) == "independent" else None
+    return {"probe_data": probe.to_dict(),
+            **connectivity_of(arch, runs[0], runs[1], probe, cfg, train_data=train, names=(run_name(a), run_name(b)))}
+
+
+def _training_images(cfg, run: Run) -> tuple[torch.Tensor, torch.Tensor]:
+    """The images the runs trained on (all 60,000, or the run's seeded subset), on the device."""
+    split = load_mnist().train
+    if run.config.train_size is not None:
+        split = probe_subset(split, run.config.train_size, run.config.subset_seed)
+    return split.x.to(cfg.device), split.y.to(cfg.device)
 
 
 # ------------------------------------------------------------------------ cache
@@ -263,10 +280,49 @@ def slices_of(model: nn.Module, probe: ProbeData, cfg, surface: bool = False) ->
 # ------------------------------------------------------------------------- connectivity
 
 
-def connectivity_of(run_a: Run, run_b: Run, probe: ProbeData, cfg) -> dict[str, Any]:
-    """Loss and error along the straight line between two runs' final parameters."""
+def connectivity_of(arch: str, run_a: Run, run_b: Run, probe: ProbeData, cfg,
+                    train_data: tuple[torch.Tensor, torch.Tensor] | None = None,
+                    names: tuple[str, str] = ("A", "B")) -> dict[str, Any]:
+    """Loss and error on the train and test probe sets along the paths between two runs' final
+    parameters θA and θB:
+
+    * ``straight``: (1−α)θA + αθB;
+    * ``aligned``: the same to π(θB), B's hidden units permuted into alignment with A's by weight
+      matching (where the architecture registers a permutation specification); with the matching
+      objective before and after, and ``max_logit_change``: the largest change of B's logits on the
+      test probe images caused by permuting it (float32 round-off if the groups are right);
+    * with ``train_data``: ``curve`` and ``aligned curve``: quadratic Bézier curves whose control
+      point is trained on those images (``curve_steps`` steps of SGD at ``curve_lr``, the study's
+      momentum and batch size; t and batches drawn from ``curve_seed``).
+    """
     model = _on_device(run_a.model(), cfg)
-    return {"seeds": [run_a.config.init_seed, run_b.config.init_seed],
-            **{split: linear_path_losses(model, LOSS, getattr(probe, split).data, run_a.final_state,
-                                         run_b.final_state, n_points=cfg.path_points).to_dict()
-               for split in ("train", "test")}}
+    theta_a, theta_b = as_param_dict(model, run_a.final_state, "A"), as_param_dict(model, run_b.final_state, "B")
+    kind = pair_kind((RunId(run_a.config.init_seed, run_a.config.data_seed),
+                      RunId(run_b.config.init_seed, run_b.config.data_seed)))
+    ends: dict[str, dict[str, torch.Tensor]] = {"straight": theta_b}
+    out: dict[str, Any] = {"runs": list(names), "kind": kind, "paths": {}, "alignment": None}
+    spec = ARCHITECTURES[arch].permutation if arch in ARCHITECTURES else None
+    if spec is not None:
+        aligned, matching = aligned_params(spec, theta_a, theta_b, _generator(cfg.alignment_seed))
+        x = probe.test.x
+        with torch.inference_mode():
+            change = (functional_call(model, theta_b, (x,)) - functional_call(model, aligned, (x,))).abs().max()
+        moved = {g: float((p != torch.arange(p.numel())).float().mean()) for g, p in matching.perms.items()}
+        out["alignment"] = {**{k: v for k, v in matching.to_dict().items() if k != "perms"},
+                            "units_moved": moved, "max_logit_change": float(change)}
+        ends["aligned"] = aligned
+    for path, end in ends.items():
+        out["paths"][path] = {split: linear_path_losses(model, LOSS, getattr(probe, split).data, theta_a, end,
+                                                        n_points=cfg.path_points).to_dict()
+                              for split in ("train", "test")}
+    if train_data is not None:
+        for path, end in list(ends.items()):
+            name = "curve" if path == "straight" else "aligned curve"
+            fit = train_bezier_control(model, LOSS, train_data, theta_a, end, _generator(cfg.curve_seed),
+                                       steps=cfg.curve_steps, batch_size=cfg.batch_size, lr=cfg.curve_lr,
+                                       momentum=cfg.momentum)
+            out["paths"][name] = {"fit": fit.to_dict(),
+                                  **{split: bezier_path_losses(model, LOSS, getattr(probe, split).data, theta_a,
+                                                               fit.control, end, n_points=cfg.path_points).to_dict()
+                                     for split in ("train", "test")}}
+    return out

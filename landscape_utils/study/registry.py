@@ -48,8 +48,13 @@ class Architecture:
         colour: its colour in every figure.
         params: trainable parameter count (asserted by the tests).
         description: one line for the report's table of models.
-        permutation: optional permutation specification (hidden-unit groups) for alignment;
-            ``None`` where the architecture has none, and sections needing it say "not available".
+        permutation: optional permutation specification for weight matching: a tuple of
+            ``(group, axes)`` where each group is a set of hidden units (neurons or channels)
+            that can be permuted without changing the function, and ``axes`` lists every
+            parameter axis it permutes as ``(parameter, dim)`` or ``(parameter, dim, inner)``
+            (``inner``: that axis is read as ``(units, inner)``, e.g. a linear head after a
+            channel-major flatten). ``None`` where the architecture has none: sections show
+            "not available" and alignment requested through the API raises.
     """
 
     key: str
@@ -108,11 +113,22 @@ class Section:
 
 ARCHITECTURES: dict[str, Architecture] = {a.key: a for a in (
     Architecture("mlp", "landscape_utils.study.models:MLP", "MLP", "#4C72B0", 203_530,
-                 "784 → 256 (ReLU) → 10"),
+                 "784 → 256 (ReLU) → 10",
+                 permutation=(("fc1", (("fc1.weight", 0), ("fc1.bias", 0), ("fc2.weight", 1))),)),
     Architecture("cnn", "landscape_utils.study.models:CNN", "CNN", "#DD8452", 10_330,
-                 "conv 3x3 1→16, ReLU, max-pool 2; conv 3x3 16→16, ReLU, max-pool 2; linear 784 → 10"),
+                 "conv 3x3 1→16, ReLU, max-pool 2; conv 3x3 16→16, ReLU, max-pool 2; linear 784 → 10",
+                 # ReLU and max-pool act per channel, so they commute with channel permutations; the
+                 # head reads the (16, 7, 7) maps flattened channel-major: 49 columns per channel.
+                 permutation=(("conv1", (("conv1.weight", 0), ("conv1.bias", 0), ("conv2.weight", 1))),
+                              ("conv2", (("conv2.weight", 0), ("conv2.bias", 0), ("fc.weight", 1, 49))))),
     Architecture("rescnn", "landscape_utils.study.models:ResidualCNN", "Residual CNN", "#55A868", 10_602,
-                 "the CNN plus a 1x1 convolution skip around the second convolution"),
+                 "the CNN plus a 1x1 convolution skip around the second convolution",
+                 # The skip reads conv1's (pooled) output and adds into conv2's output before the
+                 # ReLU: conv1's group permutes its input channels, conv2's its output channels.
+                 permutation=(("conv1", (("conv1.weight", 0), ("conv1.bias", 0), ("conv2.weight", 1),
+                                         ("skip.weight", 1))),
+                              ("conv2", (("conv2.weight", 0), ("conv2.bias", 0), ("skip.weight", 0),
+                                         ("skip.bias", 0), ("fc.weight", 1, 49))))),
 )}
 
 _JOBS = "landscape_utils.study.jobs"
@@ -131,7 +147,9 @@ SECTIONS: dict[str, Section] = {s.key: s for s in (
                                            "slice_directions", "surface_radius", "surface_points", "direction_seed",
                                            "surface_seeds")),
     Section("connectivity", "05_connectivity", "Mode connectivity", f"{_JOBS}:connectivity_job",
-            f"{_SUMMARIES}:summarise_connectivity", per="pair", settings=PROBE_SET_SETTINGS + ("path_points",)),
+            f"{_SUMMARIES}:summarise_connectivity", per="pair",
+            settings=PROBE_SET_SETTINGS + ("path_points", "pairs_per_kind", "control_seed_offset", "alignment_seed",
+                                           "curve_steps", "curve_lr", "curve_seed")),
 )}
 # The cross-architecture notebook: introduction, per-section comparisons and the conclusion.
 COMPARISON_NOTEBOOK = "06_comparison"

@@ -1,6 +1,6 @@
 """Settings of the notebook study: one frozen dataclass; profiles list only what differs.
 
-``StudyConfig()`` is the study as written (3 epochs on all of MNIST, three seeds per
+``StudyConfig()`` is the full study (3 epochs on all of MNIST, ten seeds per
 architecture). A profile file ``profiles/<name>.toml`` overrides some fields (``smoke``
 makes everything tiny); a notebook may override a few more through its ``overrides``
 parameter. Every value is checked when the configuration is made.
@@ -28,7 +28,7 @@ from .registry import ARCHITECTURES, check_arch
 class StudyConfig:
     """Every setting of the study, with the study's values as defaults.
 
-    Training (one run per seed s, with init_seed = data_seed = s):
+    Training (one run per seed s, with init_seed = data_seed = s; connectivity's controls add runs):
         seeds, epochs, max_steps, train_size, batch_size, lr, momentum.
     Fixed probe samples (seeded subsets of the train and test splits):
         probe_train_size, probe_test_size, probe_seed.
@@ -42,11 +42,20 @@ class StudyConfig:
         slice_directions (filter-normalised random directions per run),
         surface_radius, surface_points, direction_seed; surface_seeds: the seeds whose runs
         also get the 2-D surface.
-    Connectivity: path_points (both endpoints included).
+    Connectivity: path_points (both endpoints included); at most pairs_per_kind pairs of runs of
+        each kind: independent (disjoint pairs of study seeds: 0–1, 2–3, ...), same-init (seed s's run
+        and a run with initialisation s and data order s + control_seed_offset) and same-data
+        (the reverse), for the first pairs_per_kind seeds; alignment_seed (weight matching's
+        group order); curve_steps, curve_lr, curve_seed: the quadratic Bézier curve's training
+        budget (SGD with the study's momentum and batch size on the training images), step size and seed
+        (t and batch draws).
+    Estimator noise: variance_repeats repeats of every probe on the first seed's run, once with fresh
+        random vectors (Lanczos start, trace probes, noise draws, directions, curve draws) and once
+        with fresh probe sets, against which the between-seed spread is judged.
     Device: ``"cpu"`` or ``"cuda"`` for every job (on a cluster, a CUDA job asks for one GPU).
     """
 
-    seeds: tuple[int, ...] = (0, 1, 2)
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4, 5, 6, 7, 8, 9)
     epochs: int = 3
     max_steps: int | None = None
     train_size: int | None = None
@@ -77,6 +86,13 @@ class StudyConfig:
     surface_seeds: tuple[int, ...] = (0,)
     direction_seed: int = 0
     path_points: int = 25
+    pairs_per_kind: int = 5
+    control_seed_offset: int = 1000
+    alignment_seed: int = 0
+    curve_steps: int = 1000
+    curve_lr: float = 0.01
+    curve_seed: int = 0
+    variance_repeats: int = 3
     device: str = "cpu"
 
     def __post_init__(self) -> None:
@@ -88,15 +104,33 @@ class StudyConfig:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
 
     def train_config(self, arch: str, seed: int) -> TrainConfig:
-        """The training run of ``arch`` for one seed of the study."""
+        """The training run of ``arch`` for one seed of the study (initialisation and data order ``seed``)."""
+        return self.run_config(arch, (seed, seed))
+
+    def run_config(self, arch: str, run: tuple[int, int]) -> TrainConfig:
+        """The training run of ``arch`` with initialisation seed ``run[0]`` and data-order seed
+        ``run[1]`` (a :class:`~landscape_utils.study.units.RunId`); every other setting the study's."""
+        init, data = run
         return TrainConfig(arch=arch, epochs=self.epochs, max_steps=self.max_steps,
                            train_size=self.train_size, batch_size=self.batch_size, lr=self.lr,
-                           momentum=self.momentum, init_seed=seed, data_seed=seed, device=self.device)
+                           momentum=self.momentum, init_seed=init, data_seed=data, device=self.device)
 
     @property
-    def seed_pairs(self) -> list[tuple[int, int]]:
-        """Every pair of independently trained seeds, for mode connectivity."""
-        return [(a, b) for i, a in enumerate(self.seeds) for b in self.seeds[i + 1:]]
+    def connectivity_pairs(self) -> list[tuple[tuple[int, int], tuple[int, int]]]:
+        """The pairs of runs connectivity compares, ``pairs_per_kind`` of each kind, each as two
+        :class:`~landscape_utils.study.units.RunId`: independent pairs of disjoint study seeds
+        (0–1, 2–3, ...: no run in two pairs, so the pairs are independent samples; fewer when the
+        seeds allow fewer), then
+        same-initialisation pairs (seed s's run against initialisation s with data order
+        s + control_seed_offset), then same-data-order pairs (the reverse)."""
+        from .units import RunId
+
+        n, off, seeds = self.pairs_per_kind, self.control_seed_offset, self.seeds
+        independent = [(RunId(seeds[2 * k], seeds[2 * k]), RunId(seeds[2 * k + 1], seeds[2 * k + 1]))
+                       for k in range(min(n, len(seeds) // 2))]
+        same_init = [(RunId(s, s), RunId(s, s + off)) for s in seeds[:n]]
+        same_data = [(RunId(s, s), RunId(s + off, s)) for s in seeds[:n]]
+        return independent + same_init + same_data
 
 
 _FIELDS = {f.name: f for f in fields(StudyConfig)}
@@ -137,13 +171,20 @@ def study_problems(cfg: StudyConfig) -> list[str]:
         limit = 60000 if "train" in name else 10000
         if not 1 <= getattr(cfg, name) <= limit:
             p.append(f"{name} must be in [1, {limit}], got {getattr(cfg, name)}")
+    if cfg.variance_repeats < 2:
+        p.append(f"variance_repeats must be at least 2 (a spread needs two repeats), got {cfg.variance_repeats}")
     for name in ("lanczos_k", "power_max_iter", "trace_probes", "slq_vectors", "slq_steps",
-                 "flatness_draws", "slice_directions", "path_points"):
+                 "flatness_draws", "slice_directions", "path_points", "pairs_per_kind", "curve_steps"):
         if getattr(cfg, name) < 1:
             p.append(f"{name} must be at least 1, got {getattr(cfg, name)}")
     if cfg.flatness_draws < 4 or cfg.flatness_draws % 2:
         p.append(f"flatness_draws must be even and at least 4 (loss evaluations spent as ±δ pairs), "
                  f"got {cfg.flatness_draws}")
+    if cfg.control_seed_offset < 1 or cfg.control_seed_offset <= max(cfg.seeds) - min(cfg.seeds):
+        p.append(f"control_seed_offset must exceed the spread of the seeds ({max(cfg.seeds) - min(cfg.seeds)}) "
+                 f"so control runs never reuse a study seed's initialisation or data order, got {cfg.control_seed_offset}")
+    if cfg.curve_lr <= 0 or not math.isfinite(cfg.curve_lr):
+        p.append(f"curve_lr must be a positive finite number, got {cfg.curve_lr}")
     if cfg.path_points < 3:
         p.append(f"path_points must be at least 3, got {cfg.path_points}")
     for name in ("lanczos_tol", "smallest_tol", "power_tol", "slice_radius", "surface_radius"):

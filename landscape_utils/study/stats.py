@@ -66,9 +66,11 @@ Pure numpy/scipy; no torch, no notebook tooling.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -139,7 +141,8 @@ class Interval:
 
     Attributes:
         mean, low, high: the mean and the interval's ends.
-        n: number of runs (seeds); for :func:`pair_interval`, the number of seeds.
+        n: number of runs (seeds); for :func:`pair_interval`, the number of seeds (overlapping
+            pairs) or of pairs (disjoint pairs).
         level: confidence level.
         method: which interval, in words a report can quote: ``"student-t"``,
             ``"student-t, clipped to [0, ∞)"`` (range written out), :data:`BCA`
@@ -857,21 +860,23 @@ def judge_claims(claims: Sequence[Claim] | Mapping[str, PairedDifference],
 # --------------------------------------------------------------------------- pair quantities
 
 
-def pair_interval(pair_values: Mapping[tuple[int, int], float], level: float = 0.95,
+def pair_interval(pair_values: Mapping[tuple[Any, Any], float], level: float = 0.95,
                   bounds: Sequence[float | None] | None = None) -> Interval:
-    """Mean over pairs of seeds, with an interval valid when pairs share runs.
+    """Mean over pairs of runs, with an interval valid whether or not pairs share runs.
 
-    Pairs ``(0, 1), (0, 2), (1, 2)`` share seeds, so they are not independent and a t-interval
-    over pairs is too narrow. This is a leave-one-seed-out jackknife: ``θ_(i)`` is the mean over
+    Pairs that share no run (``(0, 1), (2, 3), ...``) are independent samples: the interval is
+    :func:`mean_interval`'s over the pair values (``note`` e.g. ``"5 disjoint pairs"``, ``n`` the
+    number of pairs). Pairs ``(0, 1), (0, 2), (1, 2)`` share seeds, so they are not independent and a
+    t-interval over pairs is too narrow; then this is a leave-one-seed-out jackknife: ``θ_(i)`` is the mean over
     the pairs that do not contain seed ``i``; the variance is ``(n-1)/n Σ (θ_(i) - mean θ_(·))²``
     and the interval ``θ ± t_{n-1} · sqrt(variance)`` with ``n`` the number of seeds, cut at
     ``bounds`` (then ``clipped`` and ``method == "jackknife over seeds, clipped to [0, ∞)"``).
     The centre is the mean over all pairs.
 
     Args:
-        pair_values: ``(i, j) -> value`` for seeds ``i != j``; ``(i, j)`` and ``(j, i)`` are the
-            same pair and may not both appear. Every seed's removal must leave at least one pair
-            (true for all pairs of >= 3 seeds).
+        pair_values: ``(i, j) -> value`` for runs ``i != j`` (seeds, or any sortable run names);
+            ``(i, j)`` and ``(j, i)`` are the same pair and may not both appear. For overlapping
+            pairs, every seed's removal must leave at least one pair (true for all pairs of >= 3 seeds).
         level: confidence level in (0, 1).
         bounds: as :func:`mean_interval` (barriers: ``(0, None)``).
 
@@ -903,6 +908,10 @@ def pair_interval(pair_values: Mapping[tuple[int, int], float], level: float = 0
         raise ValueError(f"pair values must be finite, got {x.tolist()}")
     _check_in_bounds(x, bnd)
     seeds = sorted({s for k in keys for s in k})
+    if len(seeds) == 2 * len(keys):  # no run in two pairs: independent samples
+        iv = mean_interval(x, level, bounds=bnd)
+        note = f"{len(keys)} disjoint pair{'s' if len(keys) > 1 else ''}" + (f"; {iv.note}" if iv.note else "")
+        return dataclasses.replace(iv, method=SINGLE_PAIR if len(keys) == 1 else iv.method, note=note)
     n = len(seeds)
     theta = float(x.mean())
     note = f"{len(keys)} pairs of {n} seeds"

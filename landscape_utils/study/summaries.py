@@ -213,28 +213,77 @@ def summarise_slices(arch: str, records: Records, settings) -> SlicesSummary:
         runs=tuple(res))
 
 
+# Pair kinds, in the order the report shows them (see landscape_utils.study.units.pair_kind).
+PAIR_KINDS = ("independent", "same-init", "same-data")
+# Paths between a pair, in the order the report shows them (see landscape_utils.study.jobs.connectivity_of).
+PATH_ORDER = ("straight", "aligned", "curve", "aligned curve")
+# Barrier quantities per path: loss or error, on the train or test probe set.
+BARRIER_QUANTITIES = ("loss_train", "loss_test", "error_train", "error_test")
+
+
 @dataclass(frozen=True)
 class ConnectivitySummary(Summary):
-    """Loss and error barriers between seed pairs (train and test probe sets). Pairs share runs
-    (0–1, 0–2, 1–2), so the intervals are leave-one-seed-out jackknife intervals over seeds."""
+    """Loss and error barriers between pairs of runs, per pair kind and path.
 
-    pairs: tuple[tuple[int, ...], ...]
-    loss_barrier_train: Interval
-    loss_barrier_test: Interval
-    error_barrier_train: Interval
-    error_barrier_test: Interval
+    ``barriers["<kind>/<path>"][<quantity>]`` is the interval over the pairs of that kind, for
+    paths ``straight``, ``aligned`` (after weight matching), ``curve`` and ``aligned curve`` (trained
+    Bézier curves, independent pairs only) and quantities :data:`BARRIER_QUANTITIES`. Pairs of one
+    kind share no run, so they are independent samples and the interval is the ordinary one for a
+    mean of non-negative values (no log transform: barriers can be exactly 0); see
+    :func:`~landscape_utils.study.stats.pair_interval`. ``pair_values`` holds the same numbers per
+    pair (unit name → value) for paired comparisons.
+    """
+
+    kinds: tuple[str, ...]
+    pairs: dict[str, tuple[str, ...]]
+    paths: dict[str, tuple[str, ...]]
+    alignment: str
+    barriers: dict[str, dict[str, Interval]]
+    pair_values: dict[str, dict[str, dict[str, float]]]
+    max_logit_change: float | None
     runs: tuple[dict, ...]
+
+    def barrier(self, kind: str, path: str, quantity: str = "loss_train") -> Interval:
+        """The interval for one kind, path and quantity.
+
+        Raises:
+            KeyError: that combination was not measured (e.g. no alignment for this architecture).
+        """
+        return self.barriers[f"{kind}/{path}"][quantity]
+
+
+def _barrier_value(path: Mapping[str, Any], quantity: str) -> float:
+    q, split = quantity.split("_")
+    return float(path[split][f"{q}_barrier"]["barrier"])
 
 
 def summarise_connectivity(arch: str, records: Records, settings) -> ConnectivitySummary:
     res = _results(records)
+    names = [unit_name(u) for u in records]
+    by_kind: dict[str, list[int]] = {}
+    for i, r in enumerate(res):
+        by_kind.setdefault(r["kind"], []).append(i)
+    kinds = tuple(k for k in PAIR_KINDS if k in by_kind)
+    barriers: dict[str, dict[str, Interval]] = {}
+    values: dict[str, dict[str, dict[str, float]]] = {}
+    paths: dict[str, tuple[str, ...]] = {}
+    for kind in kinds:
+        idx = by_kind[kind]
+        measured = res[idx[0]]["paths"]
+        paths[kind] = tuple(sorted(measured, key=lambda p: (PATH_ORDER + (p,)).index(p)))
+        for path in paths[kind]:
+            key = f"{kind}/{path}"
+            values[key] = {q: {names[i]: _barrier_value(res[i]["paths"][path], q) for i in idx}
+                           for q in BARRIER_QUANTITIES}
+            barriers[key] = {q: pair_interval({tuple(res[i]["runs"]): v for i, v in zip(idx, values[key][q].values())},
+                                              bounds=(0.0, None))
+                             for q in BARRIER_QUANTITIES}
+    changes = [r["alignment"]["max_logit_change"] for r in res if r.get("alignment")]
     return ConnectivitySummary(
-        arch=arch, units=tuple(map(unit_name, records)), probe_data=res[0]["probe_data"]["description"],
-        pairs=tuple(tuple(r["seeds"]) for r in res),
-        **{f"{q}_barrier_{split}": pair_interval({tuple(r["seeds"]): r[split][f"{q}_barrier"]["barrier"] for r in res},
-                                                 bounds=(0.0, None))
-           for q in ("loss", "error") for split in ("train", "test")},
-        runs=tuple(res))
+        arch=arch, units=tuple(names), probe_data=res[0]["probe_data"]["description"], kinds=kinds,
+        pairs={k: tuple(names[i] for i in by_kind[k]) for k in kinds}, paths=paths,
+        alignment="weight matching" if changes else "not available", barriers=barriers, pair_values=values,
+        max_logit_change=max(changes) if changes else None, runs=tuple(res))
 
 
 # ------------------------------------------------------------------------ files

@@ -1,7 +1,7 @@
 """The study's units of work and where their results live; cache keys made of what made them.
 
 A *unit* is what one workflow job computes for one section and architecture: a seed, or a pair
-of seeds for pairwise sections. This module is light (no torch): the workflow calls it on every
+of training runs for pairwise sections. This module is light (no torch): the workflow calls it on every
 dry run to name files and to compute the keys that decide reruns.
 
 Files, under the outputs folder:
@@ -9,7 +9,7 @@ Files, under the outputs folder:
 * ``cache/<section>/<arch>/<unit>-<key>.json`` (or under ``$LANDSCAPE_CACHE``) — a unit's results, keyed by everything that made
   them (the section's settings, the training runs' keys, upstream units' keys, the probe code's
   digest). The workflow and an interactive notebook share it.
-* ``<study>/runs/<arch>/s<seed>.json`` — the training run a study uses (its manifest and path).
+* ``<study>/runs/<arch>/<run>.json`` — a training run the study uses (``s3``, ``i3d1003``) (its manifest and path).
 * ``<study>/units/<section>/<arch>/part<i>of<n>.json`` — the results of one block of units (what
   one workflow job computes) as one study uses them.
 """
@@ -18,42 +18,116 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from .paths import outputs_root
 from .provenance import PACKAGE_DIR, SCHEMA_VERSION, short_hash, source_digest
 from .registry import TRAINING_SETTINGS, Section, check_section
 
-Unit = int | tuple[int, int]
+class RunId(NamedTuple):
+    """One training run of an architecture: its initialisation seed and its data-order seed.
+
+    The study's run for seed ``s`` is ``RunId(s, s)``; connectivity's controls add runs that share
+    one of the two with it (same initialisation, another data order, or the reverse).
+    """
+
+    init: int
+    data: int
+
+
+# A seed (per-seed sections) or a pair of runs (pairwise sections).
+Unit = int | tuple[RunId, RunId]
+
+_RUN_NAME = re.compile(r"s(\d+)|i(\d+)d(\d+)")
+
+
+def run_name(run: RunId | int) -> str:
+    """``"s3"`` for the study's run of seed 3 (init 3, data 3), ``"i3d1003"`` for any other."""
+    run = as_run(run)
+    return f"s{run.init}" if run.init == run.data else f"i{run.init}d{run.data}"
+
+
+def parse_run(name: str) -> RunId:
+    """Inverse of :func:`run_name`.
+
+    Raises:
+        ValueError: not of the form ``s<int>`` or ``i<int>d<int>``.
+    """
+    m = _RUN_NAME.fullmatch(name)
+    if not m:
+        raise ValueError(f"a run is 's<seed>' or 'i<init seed>d<data seed>', got {name!r}")
+    return RunId(int(m[1]), int(m[1])) if m[1] is not None else RunId(int(m[2]), int(m[3]))
+
+
+def as_run(run: RunId | int | tuple[int, int]) -> RunId:
+    """A :class:`RunId` from a study seed ``s`` (``RunId(s, s)``) or an ``(init, data)`` pair."""
+    if isinstance(run, int) and not isinstance(run, bool):
+        return RunId(run, run)
+    init, data = run
+    return RunId(int(init), int(data))
+
+
+def pair_kind(pair: tuple[RunId, RunId]) -> str:
+    """``"same-init"`` (same initialisation, another data order), ``"same-data"`` (the reverse)
+    or ``"independent"`` (both differ).
+
+    Raises:
+        ValueError: the two runs are the same run.
+    """
+    a, b = map(as_run, pair)
+    if a == b:
+        raise ValueError(f"a pair needs two different runs, got {run_name(a)} twice")
+    return "same-init" if a.init == b.init else "same-data" if a.data == b.data else "independent"
 
 
 def section_units(section: str | Section, cfg) -> list[Unit]:
-    """The units of ``section`` for the study settings ``cfg``: its seeds, or its seed pairs."""
+    """The units of ``section`` for the study settings ``cfg``: its seeds, or its pairs of runs
+    (:attr:`~landscape_utils.study.settings.StudyConfig.connectivity_pairs`)."""
     sec = section if isinstance(section, Section) else check_section(section)
-    return list(cfg.seed_pairs) if sec.per == "pair" else list(cfg.seeds)
+    return list(cfg.connectivity_pairs) if sec.per == "pair" else list(cfg.seeds)
 
 
 def unit_name(unit: Unit) -> str:
-    """``"s3"`` for seed 3, ``"s0-s1"`` for the pair (0, 1)."""
-    return "-".join(f"s{u}" for u in unit) if isinstance(unit, tuple) else f"s{unit}"
+    """``"s3"`` for seed 3; ``"s0-s1"`` for the pair of seeds 0 and 1; ``"s0-i0d1000"`` for seed
+    0's run and the run with initialisation 0 and data order 1000."""
+    return "-".join(run_name(u) for u in unit) if isinstance(unit, tuple) else f"s{unit}"
 
 
 def parse_unit(name: str) -> Unit:
     """Inverse of :func:`unit_name`.
 
     Raises:
-        ValueError: not of the form ``s<int>`` or ``s<int>-s<int>``.
+        ValueError: not a seed ``s<int>`` or a pair of runs ``<run>-<run>``.
     """
     parts = name.split("-")
-    if len(parts) not in (1, 2) or not all(p.startswith("s") and p[1:].isdigit() for p in parts):
-        raise ValueError(f"a unit is 's<seed>' or 's<seed>-s<seed>', got {name!r}")
-    seeds = tuple(int(p[1:]) for p in parts)
-    return seeds if len(seeds) == 2 else seeds[0]
+    try:
+        if len(parts) == 1 and parts[0].startswith("s"):
+            run = parse_run(parts[0])
+            return run.init
+        if len(parts) == 2:
+            return (parse_run(parts[0]), parse_run(parts[1]))
+    except ValueError:
+        pass
+    raise ValueError(f"a unit is a seed 's<seed>' or a pair of runs such as 's0-s1' or 's0-i0d1000', got {name!r}")
+
+
+def study_runs(cfg) -> list[RunId]:
+    """Every training run the study uses, per architecture: each seed's, then the connectivity
+    controls' (sorted, no repeats)."""
+    runs = {RunId(s, s) for s in cfg.seeds} | {as_run(r) for pair in cfg.connectivity_pairs for r in pair}
+    return sorted(runs)
+
+
+def unit_runs(unit: Unit) -> tuple[RunId, ...]:
+    """The training runs a unit reads."""
+    return tuple(map(as_run, unit)) if isinstance(unit, tuple) else (RunId(unit, unit),)
 
 
 def unit_seeds(unit: Unit) -> tuple[int, ...]:
-    return unit if isinstance(unit, tuple) else (unit,)
+    """The study seeds of a unit's runs (each run's initialisation seed)."""
+    return tuple(r.init for r in unit_runs(unit))
 
 
 class SectionSettings:
@@ -79,6 +153,9 @@ class SectionSettings:
     def train_config(self, arch: str, seed: int):
         return self._cfg.train_config(arch, seed)
 
+    def run_config(self, arch: str, run):
+        return self._cfg.run_config(arch, run)
+
     def declared(self) -> dict[str, Any]:
         """The declared settings' values (plain JSON types)."""
         plain = self._cfg.to_dict()
@@ -99,7 +176,7 @@ def unit_key(section: str | Section, arch: str, unit: Unit, cfg) -> str:
     payload = {
         "schema": SCHEMA_VERSION, "section": sec.key, "arch": arch, "unit": unit_name(unit),
         "settings": SectionSettings(cfg, sec).declared(), "source": probes_source_digest(sec),
-        "runs": [cfg.train_config(arch, s).key() for s in unit_seeds(unit)],
+        "runs": [cfg.run_config(arch, r).key() for r in unit_runs(unit)],
         "upstream": {u: unit_key(u, arch, unit, cfg) for u in sec.reads},
     }
     return short_hash(payload)
@@ -151,8 +228,8 @@ def block_units(section: str | Section, cfg, block_size: int, name: str) -> list
     return blocks[names.index(name)]
 
 
-def run_pointer_path(study_dir: str | Path, arch: str, seed: int) -> Path:
-    return Path(study_dir) / "runs" / arch / f"s{seed}.json"
+def run_pointer_path(study_dir: str | Path, arch: str, run: RunId | int) -> Path:
+    return Path(study_dir) / "runs" / arch / f"{run_name(run)}.json"
 
 
 def summary_path(study_dir: str | Path, section: str, arch: str) -> Path:

@@ -34,7 +34,7 @@ BLOCK = int(config.get("block", 0))
 wildcard_constraints:
     arch="|".join(ARCHS),
     section="|".join(SECTIONS),
-    seed=r"\d+",
+    run=r"s\d+|i\d+d\d+",
     block=r"part\d+of\d+",
 
 
@@ -48,8 +48,8 @@ def block_units(section, block):
 
 
 def run_files(arch, unit_list):
-    seeds = sorted({s for u in unit_list for s in units.unit_seeds(u)})
-    return [str(units.run_pointer_path(SD, arch, s)) for s in seeds]
+    runs = sorted({r for u in unit_list for r in units.unit_runs(u)})
+    return [str(units.run_pointer_path(SD, arch, r)) for r in runs]
 
 
 def notebook_settings(section=None):

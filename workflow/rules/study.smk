@@ -14,16 +14,16 @@ rule settings:
 
 rule train:
     output:
-        f"{SD}/runs/{{arch}}/s{{seed}}.json",
+        f"{SD}/runs/{{arch}}/{{run}}.json",
     params:
-        key=lambda w: CFG.train_config(w.arch, int(w.seed)).key(),
+        key=lambda w: CFG.run_config(w.arch, units.parse_run(w.run)).key(),
     threads: 1
     resources:
         mem_mb=2000,
         runtime=60,
         gpu=GPU,
     shell:
-        "OMP_NUM_THREADS={threads} {PY} -m landscape_utils run --arch {wildcards.arch} --seed {wildcards.seed} "
+        "OMP_NUM_THREADS={threads} {PY} -m landscape_utils run --arch {wildcards.arch} --run {wildcards.run} "
         "{STUDY_ARGS} --quiet --out {output} > /dev/null"
 
 
