@@ -4,7 +4,10 @@ For the CNN at initialisation and after training, on a fixed, seeded set of MNIS
 samples (float32, eval mode, mean cross-entropy), in one process:
 
 * ``lanczos``  — ``lanczos_top_eigs`` with its defaults (k=1, relative Ritz residual 1e-4);
-* ``lanczos_gap`` — the same with ``criterion="gap"`` (gap-refined error bound 1e-4);
+* ``lanczos_gap`` — the same with ``criterion="gap"`` (gap-refined error estimate 1e-4 for the
+  wanted pair and the next one, the guard);
+* ``lanczos_gap_lin`` — ``lanczos_gap`` on ``hvp="linearize"`` HVPs (forward-over-reverse, traced
+  once by ``torch.func.linearize``; its tracing is part of its time);
 * ``pyhessian`` — ``pyhessian.hessian(model, criterion, data=(x, y), cuda=False).eigenvalues()``,
   the package's default call (power iteration, tol 1e-3, at most 100 iterations), its
   construction included (it builds the gradient graph, as ours does);
@@ -16,7 +19,10 @@ medians over repeats, each repeat with its own start-vector seed; the methods' t
 building their gradient graph) and the relative error against a float64 ``scipy.sparse.linalg.eigsh``
 reference (``which="LA"``, tol 1e-10). Also: the HVPs each method's iterates needed to first come
 within 1e-4 of the reference (from the per-iteration history), and λ2/λ1, which sets how slow
-power iteration is. Absolute times are noise on a shared 2-core machine; ratios are what count.
+power iteration is. Also the cost of one HVP in gradients, for double backward on the cached
+first-order graph (``hvp_in_gradients``) and for the linearized path (``hvp_linearized_in_gradients``),
+each the median of its products timed interleaved with the gradients. Absolute times are noise on a
+shared 2-core machine; ratios are what count.
 
 Usage: python benchmarks/bench_curvature.py [--quick]  -> outputs/bench/curvature.json
 """
@@ -81,6 +87,13 @@ def run_lanczos_gap(model, x, y, seed: int) -> dict:
     return {"value": r.eigenvalues[0], "n_hvp": r.n_hvp, "history": list(r.history)}
 
 
+def run_lanczos_gap_lin(model, x, y, seed: int) -> dict:
+    r = lanczos_top_eigs(model, F.cross_entropy, (x, y), torch.Generator().manual_seed(seed), criterion="gap",
+                         hvp="linearize")
+    assert r.hvp_path == "forward-over-reverse (linearized)", r.hvp_note
+    return {"value": r.eigenvalues[0], "n_hvp": r.n_hvp, "history": list(r.history)}
+
+
 def run_power(model, x, y, seed: int) -> dict:
     r = power_iteration_top_eig(model, F.cross_entropy, (x, y), torch.Generator().manual_seed(seed))
     return {"value": r.eigenvalue, "n_hvp": r.n_hvp, "history": list(r.history)}
@@ -112,8 +125,8 @@ def run_pyhessian(model, x, y, seed: int) -> dict:
     return {"value": float(values[0]), "n_hvp": len(history), "history": history}
 
 
-METHODS = {"lanczos": run_lanczos, "lanczos_gap": run_lanczos_gap, "pyhessian": run_pyhessian,
-           "power": run_power}
+METHODS = {"lanczos": run_lanczos, "lanczos_gap": run_lanczos_gap, "lanczos_gap_lin": run_lanczos_gap_lin,
+           "pyhessian": run_pyhessian, "power": run_power}
 
 
 def bench_model(model, x, y, repeats: int, ref_tol: float) -> dict:
@@ -123,18 +136,22 @@ def bench_model(model, x, y, repeats: int, ref_tol: float) -> dict:
     gradient_seconds(model, x, y)  # warm-up
     grad_t: list[float] = []
     hvp_t: list[float] = []
+    lin_t: list[float] = []
     rows: dict[str, dict[str, list]] = {m: {"seconds": [], "n_hvp": [], "rel_err": [], "hvp_to_1e-4": []}
                                         for m in METHODS}
     for rep in range(repeats):  # interleaved, so load changes hit every method alike
         op = HessianOperator(model, F.cross_entropy, (x, y))
+        lin = HessianOperator(model, F.cross_entropy, (x, y), hvp="linearize")
         v = torch.randn(op.dim, generator=torch.Generator().manual_seed(rep))
         op.matvec(v)  # warm-up
+        lin.matvec(v)
         for _ in range(3):
             grad_t.append(gradient_seconds(model, x, y))
-            start = time.perf_counter()
-            op.matvec(v)
-            hvp_t.append(time.perf_counter() - start)
-        del op
+            for times, o in ((hvp_t, op), (lin_t, lin)):
+                start = time.perf_counter()
+                o.matvec(v)
+                times.append(time.perf_counter() - start)
+        del op, lin
         for name, fn in METHODS.items():
             start = time.perf_counter()
             out = fn(model, x, y, seed=rep)
@@ -143,8 +160,9 @@ def bench_model(model, x, y, repeats: int, ref_tol: float) -> dict:
             rows[name]["rel_err"].append(abs(out["value"] - lam) / abs(lam))
             rows[name]["hvp_to_1e-4"].append(first_within(out["history"], lam))
     grad = statistics.median(grad_t)
-    result = {"reference": ref, "gradient_seconds": grad_t, "hvp_seconds": hvp_t,
-              "hvp_in_gradients": statistics.median(hvp_t) / grad, "methods": {}}
+    result = {"reference": ref, "gradient_seconds": grad_t, "hvp_seconds": hvp_t, "hvp_linearized_seconds": lin_t,
+              "hvp_in_gradients": statistics.median(hvp_t) / grad,
+              "hvp_linearized_in_gradients": statistics.median(lin_t) / grad, "methods": {}}
     for name, r in rows.items():
         grads = statistics.median(r["seconds"]) / grad
         result["methods"][name] = {
@@ -191,11 +209,12 @@ def print_table(r: dict) -> None:
     for which, m in r["models"].items():
         ref = m["reference"]
         print(f"  {which:5s}: λ1 = {ref['lambda1']:.6g}  λ2/λ1 = {ref['ratio']:.3f}  "
-              f"(eigsh tol {ref['tol']:g}, {ref['n_hvp']} HVPs); one HVP = {m['hvp_in_gradients']:.2f} gradients")
-        print(f"    {'method':11s} {'HVPs':>9s} {'gradients':>10s} {'rel.err median':>15s} {'max':>9s}"
+              f"(eigsh tol {ref['tol']:g}, {ref['n_hvp']} HVPs); one HVP = {m['hvp_in_gradients']:.2f} gradients "
+              f"(double backward), {m['hvp_linearized_in_gradients']:.2f} (linearized)")
+        print(f"    {'method':15s} {'HVPs':>9s} {'gradients':>10s} {'rel.err median':>15s} {'max':>9s}"
               f" {'HVPs to 1e-4':>14s}  target")
         for name, row in m["methods"].items():
-            print(f"    {name:11s} {_fmt_hvps(row['n_hvp']):>9s} {row['gradients']:10.1f} "
+            print(f"    {name:15s} {_fmt_hvps(row['n_hvp']):>9s} {row['gradients']:10.1f} "
                   f"{row['rel_err_median']:15.2e} {row['rel_err_max']:9.2e} {_fmt_hvps(row['hvp_to_1e-4']):>14s}"
                   f"  {'yes' if row['meets_target'] else 'no'}")
 

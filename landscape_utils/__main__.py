@@ -86,6 +86,11 @@ def _parser() -> argparse.ArgumentParser:
     _study_args(probe)
     probe.add_argument("--out", default=None, help="also write the units' results here (one JSON file)")
 
+    noise = sub.add_parser("variance", help="estimator noise: the probes repeated on one run with fresh randomness (cached)")
+    noise.add_argument("--arch", required=True)
+    _study_args(noise)
+    noise.add_argument("--out", default=None, help="also write the result here (JSON)")
+
     nb = sub.add_parser("notebook", help="execute a study notebook with papermill")
     nb.add_argument("notebook", help="notebook stem, e.g. 02_curvature")
     nb.add_argument("--arch", default=None, help="architecture (section notebooks)")
@@ -179,6 +184,20 @@ def _cmd_notebook(args, study) -> int:
     return 0
 
 
+def _cmd_variance(args, study) -> int:
+    from .study.registry import check_arch
+    from .study.results import write_json
+    from .study.variance import cached_estimator_noise
+
+    check_arch(args.arch)
+    _threads()
+    record = cached_estimator_noise(args.arch, study.config, progress=True)
+    if args.out:
+        write_json(args.out, record)
+    print(f"variance {args.arch}: key {record['key']}, {record['seconds']:.1f} s", file=sys.stderr)
+    return 0
+
+
 def _cmd_report(args, study) -> int:
     from .report.html import build_report
 
@@ -221,7 +240,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(write_settings(study).parent)
             return 0
         return {"run": _cmd_run, "probe": _cmd_probe, "notebook": _cmd_notebook,
-                "report": _cmd_report}[args.command](args, study)
+                "report": _cmd_report, "variance": _cmd_variance}[args.command](args, study)
     except expected as exc:
         if os.environ.get("LANDSCAPE_DEBUG"):
             raise

@@ -12,10 +12,16 @@ from torch import nn
 from torch.func import functional_call
 
 from landscape_utils.probes import params
-from landscape_utils.probes.hessian import HessianOperator, lanczos_top_eigs, power_iteration_top_eig
+from landscape_utils.probes.hessian import (
+    HessianOperator,
+    lanczos_extremes,
+    lanczos_top_eigs,
+    power_iteration_top_eig,
+)
 from landscape_utils.probes.spectrum import (
     _rademacher,
     hutchinson_trace,
+    hutchpp_lanczos_trace,
     hutchpp_trace,
     slq_spectral_density,
 )
@@ -170,6 +176,12 @@ PROBES = {
     "hutchinson": lambda m, l, d, g, **kw: hutchinson_trace(m, l, d, g, n_probes=5, **kw),
     "hutch++": lambda m, l, d, g, **kw: hutchpp_trace(m, l, d, g, n_hvp=9, **kw),
     "slq": lambda m, l, d, g, **kw: slq_spectral_density(m, l, d, g, n_vectors=2, n_steps=8, **kw),
+    "slq_products": lambda m, l, d, g, **kw: slq_spectral_density(m, l, d, g, n_vectors=2, n_steps=8,
+                                                                  keep_products=True, **kw),
+    "lanczos_extremes": lambda m, l, d, g, **kw: lanczos_extremes(m, l, d, g, k=2, tol=1e-3, **kw),
+    "hutchpp_lanczos": lambda m, l, d, g, **kw: hutchpp_lanczos_trace(
+        m, l, d, g, lanczos_extremes(m, l, d, g, k=1, tol=1e-2, max_iter=5, **kw).basis, n_probes=4, **kw)[0],
+    "lanczos_linearized": lambda m, l, d, g, **kw: lanczos_top_eigs(m, l, d, g, k=2, hvp="linearize", **kw),
 }
 
 

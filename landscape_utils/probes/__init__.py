@@ -10,18 +10,18 @@ from .curves import CurveFit, bezier_path_losses, bezier_point, midpoint_control
 from .directions import (eigenvector_direction, filter_normalised_direction, layer_normalised_direction,
                          random_direction)
 from .flatness import isotropic_trace_prediction, perturbation_loss_changes
-from .hessian import HessianOperator, hvp, lanczos_top_eigs, power_iteration_top_eig
+from .hessian import HessianOperator, hvp, lanczos_extremes, lanczos_top_eigs, power_iteration_top_eig
 from .hvp_paths import HessianUnavailableError
 from .permutation import (PermutationGroup, PermutationSpec, PermutedAxis, WeightMatching, aligned_params,
                           apply_permutation, check_spec, weight_matching)
 from .slices import centred_grid, linear_slice_losses, linear_surface_losses, quadratic_fit_curvature
-from .spectrum import hutchinson_trace, hutchpp_trace, slq_spectral_density
+from .spectrum import hutchinson_trace, hutchpp_lanczos_trace, hutchpp_trace, slq_spectral_density
 
 __all__ = [
     "CurveFit", "HessianOperator", "HessianUnavailableError", "PermutationGroup", "PermutationSpec", "PermutedAxis",
     "WeightMatching", "aligned_params", "apply_permutation", "bezier_path_losses", "bezier_point", "centred_grid",
     "check_spec", "eigenvector_direction", "filter_normalised_direction", "hutchinson_trace",
-    "hutchpp_trace", "hvp", "isotropic_trace_prediction", "lanczos_top_eigs", "layer_normalised_direction",
+    "hutchpp_lanczos_trace", "hutchpp_trace", "hvp", "isotropic_trace_prediction", "lanczos_extremes", "lanczos_top_eigs", "layer_normalised_direction",
     "linear_path_losses", "linear_slice_losses", "linear_surface_losses", "midpoint_control", "path_barrier",
     "perturbation_loss_changes", "power_iteration_top_eig", "quadratic_fit_curvature", "random_direction",
     "slq_spectral_density", "train_bezier_control", "weight_matching",

@@ -20,6 +20,12 @@ caller (``hvp="autograd"`` or ``hvp="finite-difference"``):
     ``autograd.Function``s marked ``once_differentiable``, ...). See :func:`fd_epsilon` for ε
     and :func:`fd_compute_dtype` for the precision.
 
+``"forward-over-reverse (linearized)"``
+    opt-in (``hvp="linearize"``, never chosen by ``"auto"``): ``torch.func.linearize`` of
+    ``torch.func.grad`` traces H v once (about 8 gradients on the study's CNN); each product replays
+    the tangent computation (1.3 gradients there, against 1.7 for double backward). Falls back to
+    ``"auto"`` when tracing fails.
+
 When none of the allowed paths works, :class:`HessianUnavailableError` names the failing
 operation and every path tried with its error.
 """
@@ -37,7 +43,8 @@ import torch
 AUTOGRAD = "autograd"
 MATH_ATTENTION = "autograd (math attention)"
 FINITE_DIFFERENCES = "finite differences"
-HVP_MODES = ("auto", "autograd", "finite-difference")
+LINEARIZED = "forward-over-reverse (linearized)"
+HVP_MODES = ("auto", "autograd", "finite-difference", "linearize")
 
 # Lanczos/power tolerances on finite-difference HVPs are raised to at least this multiple of the
 # HVPs' estimated relative error (no residual below that level can be trusted).

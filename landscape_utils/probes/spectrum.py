@@ -1,4 +1,5 @@
-"""Hessian trace and spectral density of a mean loss: Hutchinson, Hutch++ and stochastic Lanczos quadrature.
+"""Hessian trace and spectral density of a mean loss: Hutchinson, Hutch++ (with a random sketch or
+with a Lanczos run's Krylov basis as the sketch) and stochastic Lanczos quadrature.
 
 Same Hessian and contract as :mod:`landscape_utils.probes.hessian`: the mean loss over a fixed sample set
 ``data = (inputs, targets)``, w.r.t. the model's trainable parameters; an explicit
@@ -6,7 +7,7 @@ Same Hessian and contract as :mod:`landscape_utils.probes.hessian`: the mean los
 are left as found. Estimates use a fixed HVP budget (no "the running mean stopped changing"
 rule, which can stop far from the answer) and report their Monte-Carlo standard error.
 
-Every estimator takes ``hvp="auto"|"autograd"|"finite-difference"`` (and ``fd_step``) like
+Every estimator takes ``hvp="auto"|"autograd"|"finite-difference"|"linearize"`` (and ``fd_step``) like
 :class:`~landscape_utils.probes.hessian.HessianOperator`, and its result records the HVP path used
 (``hvp_path``, ``hvp_note``, ``hvp_rel_error``). On finite-difference HVPs each sample vᵀHv carries
 a relative error of about ``hvp_rel_error`` (a bias far below the Monte-Carlo error in float64).
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -24,6 +25,7 @@ from torch import Tensor, nn
 
 from .hessian import (
     HessianOperator,
+    KrylovBasis,
     LanczosProcess,
     LossFn,
     check_generator,
@@ -44,8 +46,14 @@ class TraceResult:
     ``samples`` are the per-probe values whose mean (plus ``exact_part``) is ``estimate``;
     ``stderr`` is their sample standard deviation / sqrt(len(samples)). For Hutchinson
     ``exact_part`` is 0; for Hutch++ it is tr(QᵀHQ) and the standard error is conditional on
-    the sketch Q (see :func:`hutchpp_trace`). ``hvp_path``/``hvp_note``/``hvp_rel_error``: how
-    the HVPs were computed (see ``HessianOperator``).
+    the sketch Q (see :func:`hutchpp_trace` and :func:`hutchpp_lanczos_trace`).
+    ``hvp_path``/``hvp_note``/``hvp_rel_error``: how the HVPs were computed (see
+    ``HessianOperator``).
+
+    HVP accounting: ``n_hvp`` HVPs were spent on this estimate and counted nowhere else;
+    ``n_hvp_shared`` more were reused from another result (probe products from an SLQ run, or
+    the same products as a sibling estimate); summing ``n_hvp`` over results counts each once.
+    ``note`` says what was shared.
     """
 
     method: str
@@ -57,6 +65,8 @@ class TraceResult:
     hvp_path: str | None = None
     hvp_note: str = ""
     hvp_rel_error: float | None = None
+    n_hvp_shared: int = 0
+    note: str = ""
 
     def interval(self, z: float = 1.96) -> tuple[float, float]:
         """``estimate ± z·stderr`` (z = 1.96: a normal-approximation 95% interval)."""
@@ -74,6 +84,8 @@ class TraceResult:
             "hvp_path": self.hvp_path,
             "hvp_note": self.hvp_note,
             "hvp_rel_error": self.hvp_rel_error,
+            "n_hvp_shared": self.n_hvp_shared,
+            "note": self.note,
         }
 
 
@@ -178,6 +190,124 @@ def hutchpp_trace(
     return TraceResult("hutch++", exact + mean, se, op.n_hvp, tuple(samples.tolist()), exact, **op.provenance())
 
 
+def _check_products(products, dim: int) -> tuple[Tensor, Tensor]:
+    """``(Z, HZ)``: two (n, P) tensors, Rademacher probes and their HVPs (n may be 0)."""
+    if products is None:
+        return torch.zeros(0, dim), torch.zeros(0, dim)
+    if not (isinstance(products, (tuple, list)) and len(products) == 2
+            and all(isinstance(t, Tensor) for t in products)):
+        raise ValueError("products must be a pair (Z, HZ) of tensors")
+    Z, HZ = products
+    if Z.dim() != 2 or Z.shape != HZ.shape or Z.shape[1] != dim:
+        raise ValueError(f"products must both have shape (n, {dim}), got {tuple(Z.shape)} and {tuple(HZ.shape)}")
+    if not bool(torch.all(Z.abs() == 1)):
+        raise ValueError("the probes Z of products must be Rademacher (entries ±1)")
+    return Z, HZ
+
+
+def _project(rows: Tensor, v: Tensor, block: int = 16) -> Tensor:
+    """``rows @ v`` for rows (m, P) and v (P,), in float64, a few rows at a time (memory): (m,)."""
+    v64 = v.to(torch.float64)
+    parts = [rows[i : i + block].to(torch.float64) @ v64 for i in range(0, rows.shape[0], block)]
+    return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.float64)
+
+
+def hutchpp_lanczos_trace(
+    model: nn.Module,
+    loss_fn: LossFn,
+    data: Sequence[Tensor],
+    generator: torch.Generator,
+    basis: KrylovBasis,
+    n_probes: int = 24,
+    products: tuple[Tensor, Tensor] | None = None,
+    batch_size: int | None = None,
+    train: bool = False,
+    hvp: str = "auto",
+    fd_step: float | None = None,
+) -> tuple[TraceResult, TraceResult]:
+    """tr(H) by Hutch++ with a Lanczos run's Krylov basis as the sketch, and by plain Hutchinson
+    from the same probes.
+
+    With Q (m, P) the orthonormal basis of a Lanczos run (e.g. ``lanczos_extremes(...).basis``)
+    and T = Q H Qᵀ its tridiagonal matrix::
+
+        tr(H) = tr(T) + tr((I − QᵀQ) H (I − QᵀQ)),
+
+    where tr(T) = Σ α costs no HVP and the second term is estimated à la Hutchinson: for each
+    Rademacher probe z, with c = Qz and d = Q(Hz), the deflated sample is
+    ``z̃ᵀHz̃ = zᵀHz − 2cᵀd + cᵀTc`` (z̃ = (I − QᵀQ)z). That is one HVP per probe, the same H z
+    that gives the plain Hutchinson sample zᵀHz. A Lanczos run's Krylov space holds the top
+    (and bottom) eigendirections far better than Hutch++'s one-pass random sketch, so when a
+    few eigenvalues dominate, the deflated samples vary much less than zᵀHz.
+
+    Unbiasedness needs Q independent of the probes: draw the basis's start vector and the probes
+    from generators with different seeds. Given Q, tr(T) is exact and the deflated mean is
+    unbiased for the rest; ``stderr`` is the deflated samples' standard deviation / sqrt(n)
+    (conditional on Q). The identity uses T = Q H Qᵀ, which holds to rounding (full
+    re-orthogonalisation) on exact HVPs and to the HVPs' relative error on finite differences.
+
+    ``products=(Z, HZ)`` supplies probes already multiplied, e.g. the Rademacher start vectors of
+    :func:`slq_spectral_density` (``keep_products=True``), whose first Lanczos step is exactly
+    H z: they are used as the first probes, and only ``n_probes − len(Z)`` more are drawn from
+    ``generator`` (one HVP each). They must be independent of the basis too.
+
+    Args:
+        model, loss_fn, data, batch_size, train: define the Hessian (see ``HessianOperator``).
+        hvp, fd_step: HVP path and finite-difference step (see ``HessianOperator``).
+        generator: source of the probes (independent of the one that made ``basis``).
+        basis: :class:`~landscape_utils.probes.hessian.KrylovBasis` of this Hessian (same P).
+        n_probes: total number of probes (int ≥ 2), counting those in ``products``.
+        products: optional ``(Z, HZ)``, two (n, P) tensors with n ≤ n_probes: Rademacher probes
+            (rows of ±1) and their HVPs.
+
+    Returns:
+        ``(deflated, plain)``, two :class:`TraceResult`: ``deflated`` (method
+        ``"hutch++ (lanczos basis)"``, ``exact_part`` = tr(T), ``n_hvp`` = the HVPs spent here,
+        ``n_hvp_shared`` = len(Z)) and ``plain`` (method ``"hutchinson"``, samples zᵀHz of the
+        same probes, ``n_hvp`` = 0, ``n_hvp_shared`` = n_probes).
+
+    Raises:
+        ValueError: on bad arguments (n_probes, a basis of another length, malformed products, ...).
+    """
+    check_positive("n_probes", n_probes, integer=True)
+    if n_probes < 2:
+        raise ValueError("n_probes must be >= 2 for a standard error")
+    check_generator(generator)
+    if not isinstance(basis, KrylovBasis):
+        raise ValueError(f"basis must be a KrylovBasis, got {type(basis).__name__}")
+    op = HessianOperator(model, loss_fn, data, batch_size=batch_size, train=train, hvp=hvp, fd_step=fd_step)
+    if basis.vectors.dim() != 2 or basis.vectors.shape[1] != op.dim:
+        raise ValueError(f"basis vectors have shape {tuple(basis.vectors.shape)}; expected (m, {op.dim})")
+    Z, HZ = _check_products(products, op.dim)
+    if Z.shape[0] > n_probes:
+        raise ValueError(f"products hold {Z.shape[0]} probes, more than n_probes={n_probes}")
+    Q = basis.vectors.to(device=op.device)  # (m, P)
+    T = torch.as_tensor(basis.tridiagonal(), dtype=torch.float64)  # (m, m)
+    plain, deflated = np.empty(n_probes), np.empty(n_probes)
+    for i in range(n_probes):
+        if i < Z.shape[0]:
+            z, hz = Z[i].to(op.dtype), HZ[i].to(op.dtype)
+        else:
+            z = _rademacher((op.dim,), generator, op.dtype, op.device)
+            hz = op.matvec(z)
+        zhz = float(torch.dot(z.to(torch.float64), hz.to(torch.float64)))
+        c, d = _project(Q, z), _project(Q, hz)  # Qz, Q(Hz): (m,) each
+        plain[i] = zhz
+        deflated[i] = zhz - 2.0 * float(c @ d) + float(c @ (T @ c))
+    exact = basis.trace()
+    shared = int(Z.shape[0])
+    note = f"sketch: the {basis.m}-dimensional Krylov basis of a Lanczos run"
+    if shared:
+        note += f"; {shared} of the {n_probes} probes reused from SLQ start vectors"
+    mean, se = _mean_stderr(deflated)
+    deflated_res = TraceResult("hutch++ (lanczos basis)", exact + mean, se, op.n_hvp, tuple(deflated.tolist()),
+                               exact, **op.provenance(), n_hvp_shared=shared, note=note)
+    p_mean, p_se = _mean_stderr(plain)
+    plain_res = TraceResult("hutchinson", p_mean, p_se, 0, tuple(plain.tolist()), **op.provenance(),
+                            n_hvp_shared=n_probes, note="the same probes and HVPs as the deflated estimate")
+    return deflated_res, plain_res
+
+
 @dataclass(frozen=True)
 class SpectralDensity:
     """Stochastic Lanczos quadrature of the Hessian spectrum, ready to plot.
@@ -186,6 +316,9 @@ class SpectralDensity:
     weights (squared first components of T's eigenvectors, divided by the number of runs; they
     sum to 1). ``density`` is the Gaussian-smoothed density on ``grid`` (width ``sigma``), which
     integrates to about 1 over the grid. Plot ``density`` against ``grid``, often on a log y-axis.
+    ``probe_products`` (only with ``keep_products=True``): ``(Z, HZ)``, the Rademacher start
+    vectors z (rows, (n_vectors, P)) and H z (from each run's first Lanczos step), for use as
+    Hutchinson probes (:func:`hutchpp_lanczos_trace`).
     """
 
     nodes: tuple[float, ...]
@@ -200,10 +333,12 @@ class SpectralDensity:
     hvp_path: str | None = None
     hvp_note: str = ""
     hvp_rel_error: float | None = None
+    probe_products: tuple[Tensor, Tensor] | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict:
-        """Plain JSON-serialisable values."""
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
+        """Plain JSON-serialisable values (``probe_products`` left out: P floats per vector)."""
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()
+                if k != "probe_products"}
 
 
 def gaussian_smoothing(nodes: np.ndarray, weights: np.ndarray, grid: np.ndarray, sigma: float) -> np.ndarray:
@@ -226,6 +361,7 @@ def slq_spectral_density(
     train: bool = False,
     hvp: str = "auto",
     fd_step: float | None = None,
+    keep_products: bool = False,
 ) -> SpectralDensity:
     """Hessian eigenvalue density by stochastic Lanczos quadrature (SLQ).
 
@@ -236,6 +372,11 @@ def slq_spectral_density(
     polynomials f of degree < 2·n_steps; in particular Σ w_i θ_i = vᵀHv, so ``P · Σ_i w_i θ_i``
     equals the Hutchinson trace estimate from the same probes. Weights are averaged over runs.
     The density Σ w_i N(x; θ_i, σ²) is evaluated on ``grid``.
+
+    Each run's first step computes H v, so z and ``H z = ‖z‖·H v`` are a Hutchinson probe and
+    its product at no extra HVP: with ``keep_products=True`` they are returned in
+    ``probe_products`` (i.i.d. Rademacher probes from ``generator``, independent of anything
+    drawn from another generator), e.g. for :func:`hutchpp_lanczos_trace`.
 
     Args:
         model, loss_fn, data, batch_size, train: define the Hessian (see ``HessianOperator``).
@@ -248,6 +389,7 @@ def slq_spectral_density(
             range is zero).
         grid: evaluation points; default ``n_grid`` points from min(nodes) − 6σ − 2% of the
             range to max(nodes) + the same margin, so the density integrates to ≈ 1.
+        keep_products: also return the start vectors and their HVPs (``probe_products``).
 
     Returns:
         :class:`SpectralDensity`.
@@ -266,9 +408,20 @@ def slq_spectral_density(
     op = HessianOperator(model, loss_fn, data, batch_size=batch_size, train=train, hvp=hvp, fd_step=fd_step)
     steps = min(n_steps, op.dim)
     all_nodes, all_weights = [], []
+    zs: list[Tensor] = []  # the start vectors z (kept only with keep_products)
+    first: list[Tensor] = []  # H v of each run's first step (v = z/‖z‖)
+
+    def matvec(v: Tensor) -> Tensor:
+        out = op.matvec(v)
+        if len(first) < len(zs):
+            first.append(out)
+        return out
+
     for _ in range(n_vectors):
         z = _rademacher((op.dim,), generator, op.dtype, op.device)
-        proc = LanczosProcess(op.matvec, z, steps)
+        if keep_products:
+            zs.append(z)
+        proc = LanczosProcess(matvec, z, steps)
         while proc.m < steps:
             proc.step()
             if proc.broke_down():  # invariant Krylov space: quadrature already exact for v
@@ -291,6 +444,9 @@ def slq_spectral_density(
         if grid_arr.size < 2 or not np.all(np.diff(grid_arr) > 0):
             raise ValueError("grid must hold at least 2 strictly increasing points")
     density = gaussian_smoothing(nodes, weights, grid_arr, sigma)
+    products = None
+    if keep_products:  # H z = ‖z‖ · H (z/‖z‖), and ‖z‖ = √P for a Rademacher z
+        products = (torch.stack(zs), torch.stack(first) * math.sqrt(op.dim))
     return SpectralDensity(
         nodes=tuple(nodes.tolist()),
         weights=tuple(weights.tolist()),
@@ -302,4 +458,5 @@ def slq_spectral_density(
         n_hvp=op.n_hvp,
         dim=op.dim,
         **op.provenance(),
+        probe_products=products,
     )

@@ -18,6 +18,7 @@ code by default, no external script, style sheet or font, so it works offline):
                             "Results: <arch>" with each architecture's other cells,
                             the summary cells tagged ``section:<key>``
     conclusion              summary cells tagged ``section:conclusion``
+    appendix                summary cells tagged ``section:appendix`` (e.g. estimator noise)
 
 Headings inside notebooks are shifted so the outline nests; every heading gets a unique id and
 the table of contents links to those ids. Executed notebooks that failed are refused, as are
@@ -48,7 +49,7 @@ def _sections() -> dict[str, Any]:
 
 
 def _section_keys() -> tuple[str, ...]:
-    return ("intro", *_sections(), "conclusion")
+    return ("intro", *_sections(), "conclusion", "appendix")
 
 
 #: Cells with one of these tags never reach the report.
@@ -435,6 +436,8 @@ def assemble_notebook(study_dir: Path, archs: Sequence[str], include_code: bool 
             cells += block(by_key[key], 3, "Comparison across architectures")
     if by_key["conclusion"]:
         cells += block(by_key["conclusion"], 2, "Conclusion")
+    if by_key["appendix"]:
+        cells += block(by_key["appendix"], 2, "Appendix")
 
     for i, cell in enumerate(cells):
         cell.id = f"report-cell-{i:04d}"  # unique, stable, valid nbformat 4.5 ids

@@ -153,7 +153,7 @@ def plot_flatness(sigmas: Mapping[str, np.ndarray], changes: Mapping[str, np.nda
     for ax, kind in zip(axes[0], kinds):
         _band(ax, sigmas[kind], changes[kind], colour(arch), "measured E[ΔL]")
         if kind == "isotropic" and prediction is not None:
-            ax.plot(prediction[0], prediction[1], "k--", lw=1.2, label="½σ²·tr(H) (Hutchinson)")
+            ax.plot(prediction[0], prediction[1], "k--", lw=1.2, label="½σ²·tr(H) (Hutch++ on the Lanczos basis)")
         ax.axhline(0, color="grey", lw=0.8)
         log_axis(ax, "x")
         ax.set(xlabel="noise scale σ" + (" (absolute)" if kind == "isotropic" else " (relative)"),

@@ -41,12 +41,13 @@ def _section_sentence(section: str, cfg) -> str:
                 f"order both seeded by the seed. The path from initialisation to the trained parameters is evaluated at "
                 f"{cfg.path_points} points on the probe sets.")
     if section == "curvature":
-        return (f"Curvature on {cfg.probe_train_size:,} training examples: Lanczos for the top {cfg.lanczos_k} "
-                f"eigenvalues, stopped at relative Ritz residual ≤ {cfg.lanczos_tol:g}; λmin to {cfg.smallest_tol:g}; power "
-                f"iteration stopped at a relative change < {cfg.power_tol:g} (at most {cfg.power_max_iter} steps); "
-                f"Hutchinson's trace with {cfg.trace_probes} Rademacher probes; for every seed "
-                f"also Hutch++ ({cfg.trace_probes} HVPs) and the SLQ density ({cfg.slq_vectors} vectors × "
-                f"{cfg.slq_steps} Lanczos steps).")
+        return (f"Curvature on {cfg.probe_train_size:,} training examples: one Lanczos run gives the top "
+                f"{cfg.lanczos_k} eigenvalues, stopped when the gap-refined error estimate r²/gap of each (and of the "
+                f"next Ritz value) is ≤ {cfg.lanczos_tol:g}·|θ|, and, continued, λmin to a relative residual "
+                f"{cfg.smallest_tol:g}; power iteration stopped at a relative change < {cfg.power_tol:g} (at most "
+                f"{cfg.power_max_iter} steps); the trace by Hutch++ with that Lanczos basis as its sketch and "
+                f"{cfg.trace_probes} Rademacher probes (plain Hutchinson from the same products beside it), the first "
+                f"{cfg.slq_vectors} of which start the SLQ density ({cfg.slq_steps} Lanczos steps each).")
     if section == "flatness":
         return (f"Flatness on {cfg.probe_train_size:,} training examples: {cfg.flatness_draws} loss evaluations per "
                 f"noise scale, as {cfg.flatness_draws // 2} antithetic ±δ pairs; "

@@ -79,10 +79,10 @@ class StudyConfig:
     flatness_draws: int = 16
     flatness_seed: int = 0
     slice_radius: float = 0.05
-    slice_points: int = 17
+    slice_points: int = 25
     slice_directions: int = 2
     surface_radius: float = 0.5
-    surface_points: int = 9
+    surface_points: int = 41
     surface_seeds: tuple[int, ...] = (0,)
     direction_seed: int = 0
     path_points: int = 25

@@ -114,7 +114,7 @@ class CurvatureSummary(Summary):
     lambda_max: Interval
     lambda_min: Interval
     trace: Interval
-    trace_hutchpp: Interval
+    trace_hutchinson: Interval
     power_lambda: Interval
     power_relative_error: Interval
     lanczos_hvps: Interval
@@ -128,7 +128,7 @@ def summarise_curvature(arch: str, records: Records, settings) -> CurvatureSumma
         arch=arch, units=tuple(map(unit_name, records)), probe_data=res[0]["probe_data"]["description"],
         seeds=tuple(r["seed"] for r in res),
         lambda_max=_iv((r["lambda_max"] for r in res), bounds=(0.0, None)), lambda_min=_iv(r["lambda_min"] for r in res),
-        trace=_iv(r["trace"]["estimate"] for r in res), trace_hutchpp=_iv(r["trace_hutchpp"]["estimate"] for r in res),
+        trace=_iv(r["trace"]["estimate"] for r in res), trace_hutchinson=_iv(r["trace_hutchinson"]["estimate"] for r in res),
         power_lambda=_iv(r["power"]["eigenvalue"] for r in res),
         power_relative_error=_iv((r["power_relative_error"] for r in res), bounds=(0.0, None)),
         lanczos_hvps=_iv(r["top"]["n_hvp"] for r in res), power_hvps=_iv(r["power"]["n_hvp"] for r in res),

@@ -241,3 +241,31 @@ def notebook_source_digest() -> str:
     summaries, statistics and the report layer (figures, tables, analysis text)."""
     return source_digest([*(PACKAGE_DIR / "report").glob("*.py"), PACKAGE_DIR / "study" / "summaries.py",
                           PACKAGE_DIR / "study" / "stats.py", PACKAGE_DIR / "study" / "settings.py"])
+
+
+# The sections whose estimators the estimator-noise study repeats (their settings and runs key it).
+NOISE_SECTIONS = ("curvature", "flatness", "slices", "connectivity")
+
+
+def noise_runs(cfg) -> list[RunId]:
+    """The runs the estimator-noise study reads: the first seed's, and the first independent pair's."""
+    runs = [RunId(cfg.seeds[0], cfg.seeds[0])]
+    pair = next((p for p in cfg.connectivity_pairs if pair_kind(p) == "independent"), None)
+    return runs + ([as_run(r) for r in pair if as_run(r) not in runs] if pair else [])
+
+
+def noise_key(arch: str, cfg) -> str:
+    """The cache key of an architecture's estimator-noise study: its repeats, the repeated sections'
+    settings, the runs it reads and the code (probes, jobs, the variance module)."""
+    payload = {
+        "schema": SCHEMA_VERSION, "arch": arch, "repeats": cfg.variance_repeats,
+        "settings": {s: SectionSettings(cfg, check_section(s)).declared() for s in NOISE_SECTIONS},
+        "runs": [cfg.run_config(arch, r).key() for r in noise_runs(cfg)],
+        "source": source_digest([*(PACKAGE_DIR / "probes").glob("*.py"), PACKAGE_DIR / "study" / "jobs.py",
+                                 PACKAGE_DIR / "study" / "data.py", PACKAGE_DIR / "study" / "variance.py"]),
+    }
+    return short_hash(payload)
+
+
+def noise_path(study_dir: str | Path, arch: str) -> Path:
+    return Path(study_dir) / "variance" / f"{arch}.json"

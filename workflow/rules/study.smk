@@ -67,10 +67,27 @@ rule notebook:
         "{STUDY_ARGS} --out {output.executed}"
 
 
+rule variance:
+    input:
+        runs=lambda w: [str(units.run_pointer_path(SD, w.arch, r)) for r in units.noise_runs(CFG)],
+    output:
+        str(units.noise_path(SD, "{arch}")),
+    params:
+        key=lambda w: units.noise_key(w.arch, CFG),
+    threads: 1
+    resources:
+        mem_mb=3000,
+        runtime=60,
+        gpu=GPU,
+    shell:
+        "OMP_NUM_THREADS={threads} {PY} -m landscape_utils variance --arch {wildcards.arch} {STUDY_ARGS} --out {output}"
+
+
 rule comparison:
     input:
         notebook=f"notebooks/{registry.COMPARISON_NOTEBOOK}.ipynb",
         summaries=[f"{SD}/summaries/{s}/{a}.json" for s in SECTIONS for a in ARCHS],
+        noise=[str(units.noise_path(SD, a)) for a in ARCHS],
     output:
         f"{SD}/executed/comparison.ipynb",
     params:
