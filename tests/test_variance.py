@@ -226,3 +226,24 @@ def test_lambda_max_moves_with_the_probe_set_only(smoke_noise):
 def test_noise_kinds_match_the_jobs():
     from landscape_utils.study import jobs, variance
     assert variance.NOISE_KINDS == jobs.NOISE_KINDS
+
+
+def _row(name, between, rv, s, rule=0.25):
+    ratio = {"random vectors": rv / between, "probe set": s / between}
+    return {"quantity": name, "between_sd": between, "n": 10, "rule": rule, "ratio": ratio,
+            "passes": {k: v <= rule for k, v in ratio.items()}, "estimator_sd": {}, "seed_share": None, "verdict": ""}
+
+
+def test_compact_table_shows_headline_quantities_and_the_budget_growth():
+    from landscape_utils.report import budget
+    names = ["E[ΔL] filter σ=0.01", "E[ΔL] filter σ=0.1", "λmax", "slice asymmetry, raw", "tr(H)"]
+    assert budget.headline_quantities(names) == ["λmax", "tr(H)", "E[ΔL] filter σ=0.1"]
+    rows = {"mlp": [_row("λmax", 1.0, 0.1, 0.5), _row("tr(H)", 1.0, 0.5, 0.1), _row("E[ΔL] filter σ=0.1", 1.0, 0.25, 0.1)],
+            "cnn": [_row("λmax", 1.0, 0.05, 0.1), _row("tr(H)", 2.0, 0.5, 0.1)]}
+    assert budget.needed_multiplier(rows["mlp"][1]) == pytest.approx(4.0)   # ratio 0.5 against 0.25: 4x the probes
+    assert budget.needed_multiplier(rows["mlp"][2]) == 1.0                  # exactly at the rule
+    table = budget.compact_table(rows)
+    lines = table.splitlines()
+    assert "| λmax | 0.10 / 0.50✗ | 0.05 / 0.10 | within the rule |" in lines
+    assert "| tr(H) | 0.50✗ / 0.10 | 0.25 / 0.05 | ×4 |" in lines
+    assert "| E[ΔL] filter σ=0.1 | 0.25 / 0.10 | — | within the rule |" in lines

@@ -24,7 +24,7 @@ def _ratio(row: Mapping[str, Any], source: str) -> str:
 def variance_table(rows: Rows) -> str:
     """One row per quantity: between-seed s.d. (n), estimator s.d. per source, each as a ratio to the
     between-seed s.d. (✓ within the rule, ✗ not), the seed's share of the between-seed variance and
-    the verdict."""
+    the verdict (every quantity measured; the full record)."""
     return markdown_table(
         ["quantity", "between-seed s.d. (n)", "estimator s.d., random vectors", "estimator s.d., probe set",
          "ratio, random vectors", "ratio, probe set", "seed share of variance", "verdict"],
@@ -33,8 +33,59 @@ def variance_table(rows: Rows) -> str:
           "—" if r["seed_share"] is None else f"{100 * r['seed_share']:.0f}%", r["verdict"]] for r in rows])
 
 
+def headline_quantities(names: Sequence[str]) -> list[str]:
+    """The quantities the report's claims rest on, in the report's order: λmax, λmin, tr(H); E[ΔL] per
+    noise kind at its largest σ and the write-up's E|ΔL| (isotropic, largest σ); slice curvatures
+    vᵀHv per direction kind; straight-line barriers."""
+    def largest(prefix: str) -> list[str]:
+        found = [n for n in names if n.startswith(prefix)]
+        return [max(found, key=lambda n: float(n.rsplit("σ=", 1)[1]))] if found else []
+
+    out = [n for n in ("λmax", "λmin", "tr(H)") if n in names]
+    for kind in ("isotropic", "filter", "magnitude"):
+        out += largest(f"E[ΔL] {kind} σ=")
+    out += largest("E|ΔL| isotropic σ=")
+    out += [n for n in names if n.startswith("slice curvature vᵀHv")]
+    out += [n for n in names if n.endswith("barrier (test), straight")]
+    return out
+
+
+def _cell(row: Mapping[str, Any] | None) -> str:
+    if row is None or row["between_sd"] in (None, 0):
+        return "—"
+    parts = [f"{row['ratio'][src]:.2f}{'' if row['passes'][src] else '✗'}" if row["ratio"].get(src) is not None else "—"
+             for src in ("random vectors", "probe set")]
+    return " / ".join(parts)
+
+
+def needed_multiplier(row: Mapping[str, Any] | None, source: str = "random vectors") -> float | None:
+    """How many times the budget of ``source`` (probes, draws, directions; or S's size) would have to
+    grow for the rule to hold: (ratio / rule)², standard errors shrinking as 1/√budget."""
+    if row is None or row["ratio"].get(source) is None:
+        return None
+    return max(1.0, (row["ratio"][source] / row.get("rule", 0.25)) ** 2)
+
+
+def compact_table(rows_by_arch: Mapping[str, Rows]) -> str:
+    """The appendix table: headline quantities × architectures, each cell "random vectors / probe set"
+    ratio of estimator s.d. to between-seed s.d. (✗ above the rule), then the budget growth the worst
+    architecture's random-vector noise would need."""
+    by_arch = {a: {r["quantity"]: r for r in rs} for a, rs in rows_by_arch.items()}
+    names = list(dict.fromkeys(n for rs in by_arch.values() for n in rs))
+    rows = []
+    for name in headline_quantities(names):
+        need = [m for a in by_arch if (m := needed_multiplier(by_arch[a].get(name))) is not None]
+        rows.append([name, *[_cell(by_arch[a].get(name)) for a in by_arch],
+                     "—" if not need else ("within the rule" if max(need) <= 1 else f"×{max(need):.0f}")])
+    return markdown_table(["quantity", *[f"{label(a)}: ratio, random vectors / probe set" for a in by_arch],
+                           "budget growth for the rule (random vectors, worst model)"], rows)
+
+
 def _failing(rows: Rows, source: str) -> list[str]:
-    return [f"{r['quantity']} ({r['ratio'][source]:.2f})" for r in rows if r["passes"].get(source) is False]
+    # Only the headline quantities are named (the full list is in the results files).
+    keep = set(headline_quantities([r["quantity"] for r in rows]))
+    return [f"{r['quantity']} ({r['ratio'][source]:.2f})" for r in rows
+            if r["quantity"] in keep and r["passes"].get(source) is False]
 
 
 def _sd_factor(repeats: int, level: float = 0.95) -> tuple[float, float]:
