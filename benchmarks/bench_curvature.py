@@ -43,8 +43,10 @@ from torch.nn import functional as F
 
 from landscape_utils.study.config import TrainConfig
 from landscape_utils.study.data import load_mnist, probe_subset
-from landscape_utils.probes.hessian import HessianOperator, lanczos_top_eigs, power_iteration_top_eig
+from landscape_utils.probes.hessian import HessianOperator
+from landscape_utils.probes.lanczos import lanczos_top_eigs
 from landscape_utils.probes.params import probe_mode
+from landscape_utils.probes.power import power_iteration_top_eig
 from landscape_utils.study.training import train_or_load
 
 OUT = Path(__file__).resolve().parents[1] / "outputs" / "bench"

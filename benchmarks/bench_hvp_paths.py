@@ -42,7 +42,8 @@ ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "outputs" / "bench"
 sys.path.insert(0, str(ROOT))
 
-from landscape_utils.probes.hessian import HessianOperator, lanczos_top_eigs  # noqa: E402
+from landscape_utils.probes.hessian import HessianOperator  # noqa: E402
+from landscape_utils.probes.lanczos import lanczos_top_eigs  # noqa: E402
 
 
 def _grad_seconds(model, x, y) -> float:
@@ -101,7 +102,7 @@ MEMORY_CHILD = """
 import json, resource, sys, torch, torchvision
 from torch.nn import functional as F
 torch.set_num_threads(1)
-from landscape_utils.probes.hessian import lanczos_top_eigs
+from landscape_utils.probes.lanczos import lanczos_top_eigs
 bs = None if sys.argv[1] == "none" else int(sys.argv[1])
 torch.manual_seed(0)
 model = torchvision.models.resnet18(weights=None, num_classes=10)

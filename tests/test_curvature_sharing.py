@@ -20,7 +20,8 @@ import torch
 import torch.nn.functional as F
 
 from landscape_utils.probes import hessian as hessian_module
-from landscape_utils.probes.hessian import KrylovBasis, lanczos_extremes, lanczos_top_eigs
+from landscape_utils.probes import lanczos as lanczos_module
+from landscape_utils.probes.lanczos import KrylovBasis, lanczos_extremes, lanczos_top_eigs
 from landscape_utils.probes.spectrum import hutchinson_trace, hutchpp_lanczos_trace, slq_spectral_density
 from tests.test_hessian import exact_hessian
 from tests.test_lanczos_stopping import QUAD_DATA, gen, mean_loss, quadratic
@@ -62,7 +63,7 @@ def test_smallest_from_the_top_run_matches_a_separate_run(request, case, k, tol,
     assert both.n_hvp == both.top.n_hvp + both.smallest.n_hvp
     assert both.basis.m == both.n_hvp  # the basis is the whole run's
     standalone = both.smallest.n_hvp + both.smallest.n_hvp_shared
-    if hessian_module.SMALLEST_FLOOR * abs(ev[-1]) < abs(ev[0]):  # the absolute floor does not bind:
+    if lanczos_module.SMALLEST_FLOOR * abs(ev[-1]) < abs(ev[0]):  # the absolute floor does not bind:
         assert lam_min == low.eigenvalues[0] and standalone == low.n_hvp  # the same run, step for step
         assert both.n_hvp == max(top.n_hvp, low.n_hvp)
     else:  # (dominant: floor 1e-2·tol·100 > tol·0.5) it stops earlier, within smallest_tol
@@ -72,7 +73,7 @@ def test_smallest_from_the_top_run_matches_a_separate_run(request, case, k, tol,
 def test_smallest_near_zero_stops_on_the_absolute_floor():
     model, H = quadratic(NEAR_ZERO)
     both = lanczos_extremes(model, mean_loss, QUAD_DATA, gen(), k=1, smallest_tol=1e-2, max_iter=40)
-    floor = hessian_module.SMALLEST_FLOOR * 1e-2 * 1.0  # × max|θ| = λmax = 1
+    floor = lanczos_module.SMALLEST_FLOOR * 1e-2 * 1.0  # × max|θ| = λmax = 1
     assert both.smallest.converged and both.n_hvp < 40
     assert abs(both.smallest.eigenvalues[0] - (-1e-7)) <= floor * 1.01
     # Without the floor the relative rule on |λmin| = 1e-7 is not met before the space is spanned.

@@ -11,13 +11,9 @@ from torch import nn
 from torch.func import functional_call
 
 from landscape_utils.probes import params
-from landscape_utils.probes.hessian import (
-    HessianOperator,
-    LanczosProcess,
-    hvp,
-    lanczos_top_eigs,
-    power_iteration_top_eig,
-)
+from landscape_utils.probes.hessian import HessianOperator, hvp
+from landscape_utils.probes.lanczos import LanczosProcess, lanczos_top_eigs
+from landscape_utils.probes.power import power_iteration_top_eig
 
 MODELS = [("tiny_mlp", "tiny_data"), ("tiny_relu_mlp", "tiny_data"), ("tiny_cnn", "tiny_image_data")]
 
@@ -356,3 +352,19 @@ def test_operator_bad_inputs(tiny_mlp, tiny_data):
     frozen = nn.Linear(8, 4).double().requires_grad_(False)
     with pytest.raises(ValueError):
         HessianOperator(frozen, F.cross_entropy, tiny_data)
+
+
+def test_solvers_stay_importable_from_the_hessian_module():
+    """The eigen-solvers moved to lanczos.py and power.py; the old import path gives the same objects."""
+    from landscape_utils.probes import hessian, lanczos, power
+    from landscape_utils.probes.hessian import EigResult, PowerResult, _gap_bounds, lanczos_extremes
+
+    assert (EigResult, _gap_bounds, lanczos_extremes) == (lanczos.EigResult, lanczos._gap_bounds,
+                                                          lanczos.lanczos_extremes)
+    assert PowerResult is power.PowerResult
+    for name in ("LanczosProcess", "KrylovBasis", "ExtremesResult", "SMALLEST_FLOOR", "CRITERIA", "lanczos_top_eigs"):
+        assert getattr(hessian, name) is getattr(lanczos, name)
+    assert hessian.power_iteration_top_eig is power.power_iteration_top_eig
+    assert "lanczos_top_eigs" in dir(hessian)
+    with pytest.raises(AttributeError):
+        getattr(hessian, "no_such_name")

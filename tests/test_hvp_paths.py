@@ -20,12 +20,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from landscape_utils.probes import hvp_paths
-from landscape_utils.probes.hessian import (
-    HessianOperator,
-    HessianUnavailableError,
-    lanczos_top_eigs,
-    power_iteration_top_eig,
-)
+from landscape_utils.probes.hessian import HessianOperator, HessianUnavailableError
+from landscape_utils.probes.lanczos import lanczos_top_eigs
+from landscape_utils.probes.power import power_iteration_top_eig
 from landscape_utils.probes.spectrum import hutchinson_trace, hutchpp_trace, slq_spectral_density
 
 

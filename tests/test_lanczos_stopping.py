@@ -19,12 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from landscape_utils.probes.hessian import (
-    lanczos_extremes,
-    lanczos_top_eigs,
-    power_iteration_top_eig,
-    random_unit_vector,
-)
+from landscape_utils.probes.hessian import random_unit_vector
+from landscape_utils.probes.lanczos import lanczos_extremes, lanczos_top_eigs
+from landscape_utils.probes.power import power_iteration_top_eig
 from tests.test_hessian import exact_hessian
 
 TOL = 1e-4
@@ -149,7 +146,8 @@ def test_unguarded_estimate_is_what_the_guard_fixes():
     λ₂ (0.98) with θ₂ in the bulk, so the estimate is far below the true error. The guarded rule
     runs on until λ₁ is found."""
     model, A = quadratic(SPECTRA["top pair 0.98"])
-    from landscape_utils.probes.hessian import HessianOperator, LanczosProcess, _gap_bounds
+    from landscape_utils.probes.hessian import HessianOperator
+    from landscape_utils.probes.lanczos import LanczosProcess, _gap_bounds
 
     op = HessianOperator(model, mean_loss, QUAD_DATA)
     proc = LanczosProcess(op.matvec, random_unit_vector(P, gen(10), torch.float64, "cpu"), P)

@@ -12,12 +12,9 @@ from torch import nn
 from torch.func import functional_call
 
 from landscape_utils.probes import params
-from landscape_utils.probes.hessian import (
-    HessianOperator,
-    lanczos_extremes,
-    lanczos_top_eigs,
-    power_iteration_top_eig,
-)
+from landscape_utils.probes.hessian import HessianOperator
+from landscape_utils.probes.lanczos import lanczos_extremes, lanczos_top_eigs
+from landscape_utils.probes.power import power_iteration_top_eig
 from landscape_utils.probes.spectrum import (
     _rademacher,
     hutchinson_trace,

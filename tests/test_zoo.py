@@ -32,7 +32,8 @@ from scipy.sparse.linalg import eigsh
 from torch import nn
 
 from landscape_utils.probes import hvp_paths
-from landscape_utils.probes.hessian import HessianOperator, lanczos_top_eigs
+from landscape_utils.probes.hessian import HessianOperator
+from landscape_utils.probes.lanczos import lanczos_top_eigs
 
 tvm = pytest.importorskip("torchvision.models")
 from torchvision.models import VisionTransformer  # noqa: E402

@@ -10,10 +10,12 @@ from .curves import CurveFit, bezier_path_losses, bezier_point, midpoint_control
 from .directions import (eigenvector_direction, filter_normalised_direction, layer_normalised_direction,
                          random_direction)
 from .flatness import isotropic_trace_prediction, perturbation_loss_changes
-from .hessian import HessianOperator, hvp, lanczos_extremes, lanczos_top_eigs, power_iteration_top_eig
+from .hessian import HessianOperator, hvp
 from .hvp_paths import HessianUnavailableError
+from .lanczos import lanczos_extremes, lanczos_top_eigs
 from .permutation import (PermutationGroup, PermutationSpec, PermutedAxis, WeightMatching, aligned_params,
                           apply_permutation, check_spec, weight_matching)
+from .power import power_iteration_top_eig
 from .slices import centred_grid, linear_slice_losses, linear_surface_losses, quadratic_fit_curvature
 from .spectrum import hutchinson_trace, hutchpp_lanczos_trace, hutchpp_trace, slq_spectral_density
 

@@ -23,14 +23,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .hessian import (
-    HessianOperator,
-    KrylovBasis,
-    LanczosProcess,
-    LossFn,
-    check_generator,
-    check_positive,
-)
+from .hessian import HessianOperator, LossFn, check_generator, check_positive
+from .lanczos import KrylovBasis, LanczosProcess
 
 
 def _rademacher(shape: tuple[int, ...], generator: torch.Generator, dtype, device) -> Tensor:
@@ -255,7 +249,7 @@ def hutchpp_lanczos_trace(
         model, loss_fn, data, batch_size, train: define the Hessian (see ``HessianOperator``).
         hvp, fd_step: HVP path and finite-difference step (see ``HessianOperator``).
         generator: source of the probes (independent of the one that made ``basis``).
-        basis: :class:`~landscape_utils.probes.hessian.KrylovBasis` of this Hessian (same P).
+        basis: :class:`~landscape_utils.probes.lanczos.KrylovBasis` of this Hessian (same P).
         n_probes: total number of probes (int ≥ 2), counting those in ``products``.
         products: optional ``(Z, HZ)``, two (n, P) tensors with n ≤ n_probes: Rademacher probes
             (rows of ±1) and their HVPs.

@@ -30,7 +30,8 @@ from ..probes.evaluation import as_param_dict
 from ..probes.permutation import aligned_params
 from ..probes.directions import eigenvector_direction, filter_normalised_direction, random_direction
 from ..probes.flatness import perturbation_loss_changes, second_order_prediction, second_order_ratio
-from ..probes.hessian import lanczos_extremes, lanczos_top_eigs, power_iteration_top_eig
+from ..probes.lanczos import lanczos_extremes, lanczos_top_eigs
+from ..probes.power import power_iteration_top_eig
 from ..probes.slices import centred_grid, linear_slice_losses, linear_surface_losses
 from ..probes.spectrum import hutchpp_lanczos_trace, slq_spectral_density
 from .data import ProbeSubset, load_mnist, probe_subset

@@ -76,11 +76,11 @@ class StudyConfig:
     curvature_seed: int = 0
     isotropic_sigmas: tuple[float, ...] = (0.003, 0.01, 0.03)
     relative_sigmas: tuple[float, ...] = (0.01, 0.03, 0.1)
-    flatness_draws: int = 16
+    flatness_draws: int = 32
     flatness_seed: int = 0
     slice_radius: float = 0.05
     slice_points: int = 25
-    slice_directions: int = 2
+    slice_directions: int = 4
     surface_radius: float = 0.5
     surface_points: int = 41
     surface_seeds: tuple[int, ...] = (0,)
