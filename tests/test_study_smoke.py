@@ -13,13 +13,15 @@ import pytest
 
 from landscape_utils.report import html as report
 from landscape_utils.study.registry import ARCHITECTURES, SECTIONS
+from landscape_utils.study.settings import open_study
+from landscape_utils.study.units import noise_key, noise_path, section_units, unit_name
 from tests.conftest import REPO, SNAKEMAKE_LOCAL, snakemake
 from tests.test_report_browser import browser_check, require_browser
 
 ARCHS = list(ARCHITECTURES)
 FIGURES = {"training_curves", "init_to_final", "eigenvalue_convergence", "spectral_density", "flatness",
            "slices_train", "slices_test", "surface_s0", "connectivity_losses", "connectivity_errors"}
-COMPARISON_FIGURES = {"test_accuracy", "lambda_max", "flatness", "slices", "barrier"}
+COMPARISON_FIGURES = {"test_accuracy", "lambda_max", "flatness", "slices", "barrier_error_test", "barrier_loss_test"}
 
 pytestmark = pytest.mark.slow
 
@@ -34,6 +36,7 @@ def test_every_unit_notebook_and_summary_was_written(smoke):
     study_dir, _ = smoke
     settings = json.loads((study_dir / "settings.json").read_text())
     seeds = settings["settings"]["seeds"]
+    cfg = open_study("smoke").config
     for arch in ARCHS:
         for seed in seeds:
             run = json.loads((study_dir / "runs" / arch / f"s{seed}.json").read_text())
@@ -46,7 +49,12 @@ def test_every_unit_notebook_and_summary_was_written(smoke):
             assert prov["package_path"] == str(REPO / "landscape_utils")
             records = [r for path in (study_dir / "units" / key / arch).glob("part*.json")
                        for r in json.loads(path.read_text())["units"]]
-            assert len(records) == (len(seeds) * (len(seeds) - 1) // 2 if section.per == "pair" else len(seeds))
+            assert sorted(r["unit"] for r in records) == sorted(map(unit_name, section_units(section, cfg)))
+        noise = json.loads(noise_path(study_dir, arch).read_text())
+        assert noise["key"] == noise_key(arch, cfg) and set(noise["sources"]) == {"random vectors", "probe set"}
+    pairs = [json.loads(p.read_text())["units"] for p in (study_dir / "units" / "connectivity" / "cnn").glob("part*.json")]
+    kinds = sorted(r["result"]["kind"] for block in pairs for r in block)
+    assert kinds == ["independent", "same-data", "same-init"]  # one pair of each kind in the smoke profile
     assert (study_dir / "executed" / "comparison.ipynb").is_file()
 
 

@@ -136,7 +136,7 @@ def test_a_registered_architecture_and_section_reach_the_report(copy):
     assert "7. A dummy section" in outline and outline.count("Results: Tiny MLP") == 6  # 5 sections + dummy
     assert "DUMMY-METHOD-TEXT" in text and text.count("DUMMY-VALUE") == 4  # one per architecture
     assert "Tiny MLP" in text.split("Conclusion")[0]  # in the comparison's tables too
-    assert outline.index("7. A dummy section") > outline.index("5. Linear mode connectivity")
+    assert outline.index("7. A dummy section") > outline.index("5. Mode connectivity")
 
 
 @pytest.mark.parametrize("edit, expected", [
