@@ -411,7 +411,7 @@ def alignment_text(summary: Any) -> str:
 def barrier_groups(connectivity: Mapping[str, Any], quantity: str = "error_test") -> dict[str, dict[str, Interval]]:
     """{"<kind>\\n<path>": {arch: interval}} for every kind and path measured, in the report's order."""
     groups: dict[str, dict[str, Interval]] = {}
-    short = {"independent": "independent", "same-init": "same init", "same-data": "same data order"}
+    short = {"independent": "independent", "same-init": "same init", "same-data": "same data"}
     for kind in ("independent", "same-init", "same-data"):
         for path in ("straight", "aligned", "curve", "aligned curve"):
             found = {a: s.barriers[f"{kind}/{path}"][quantity] for a, s in connectivity.items()
