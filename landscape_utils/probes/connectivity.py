@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .evaluation import LossFn, as_param_dict, functional_losses
+from .evaluation import LossFn, PointLosses, as_param_dict, functional_losses
 from .params import ParamDict
 
 DEFAULT_PATH_POINTS = 25
@@ -117,6 +117,17 @@ def path_barrier(alphas: Sequence[float] | np.ndarray, values: Sequence[float] |
     return Barrier(barrier=float(excess[i]), alpha=float(a[i]))
 
 
+def path_result(alphas: np.ndarray, res: PointLosses) -> PathResult:
+    """A :class:`PathResult` from the losses and errors evaluated at ``alphas`` (0 and 1 included)."""
+    losses, errors = res.losses, res.errors
+    no_error = errors is None
+    return PathResult(
+        alphas=alphas, losses=losses, errors=errors, start_loss=float(losses[0]), end_loss=float(losses[-1]),
+        start_error=None if no_error else float(errors[0]), end_error=None if no_error else float(errors[-1]),
+        loss_barrier=path_barrier(alphas, losses), error_barrier=None if no_error else path_barrier(alphas, errors),
+        n_samples=res.n_samples)
+
+
 def linear_path_losses(
     model: nn.Module,
     loss_fn: LossFn,
@@ -152,11 +163,4 @@ def linear_path_losses(
         for alpha in a:
             yield {name: torch.lerp(theta_a[name], theta_b[name], float(alpha)) for name in theta_a}
 
-    res = functional_losses(model, loss_fn, data, points(), batch_size=batch_size)
-    losses, errors = res.losses, res.errors
-    no_error = errors is None
-    return PathResult(
-        alphas=a, losses=losses, errors=errors, start_loss=float(losses[0]), end_loss=float(losses[-1]),
-        start_error=None if no_error else float(errors[0]), end_error=None if no_error else float(errors[-1]),
-        loss_barrier=path_barrier(a, losses), error_barrier=None if no_error else path_barrier(a, errors),
-        n_samples=res.n_samples)
+    return path_result(a, functional_losses(model, loss_fn, data, points(), batch_size=batch_size))

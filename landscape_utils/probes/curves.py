@@ -32,7 +32,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from .connectivity import DEFAULT_PATH_POINTS, PathResult, check_path_alphas, path_alphas, path_barrier
+from .connectivity import DEFAULT_PATH_POINTS, PathResult, check_path_alphas, path_alphas, path_result
 from .evaluation import LossFn, as_param_dict, check_point, functional_losses, match_layout
 from .hessian import check_generator, check_positive
 from .params import ParamDict, check_data, named_params, probe_mode
@@ -233,11 +233,4 @@ def bezier_path_losses(
         for t in a:
             yield bezier_point(theta_a, theta_c, theta_b, float(t))
 
-    res = functional_losses(model, loss_fn, data, points(), batch_size=batch_size)
-    losses, errors = res.losses, res.errors
-    no_error = errors is None
-    return PathResult(
-        alphas=a, losses=losses, errors=errors, start_loss=float(losses[0]), end_loss=float(losses[-1]),
-        start_error=None if no_error else float(errors[0]), end_error=None if no_error else float(errors[-1]),
-        loss_barrier=path_barrier(a, losses), error_barrier=None if no_error else path_barrier(a, errors),
-        n_samples=res.n_samples)
+    return path_result(a, functional_losses(model, loss_fn, data, points(), batch_size=batch_size))
