@@ -112,7 +112,10 @@ def plot_paths(alphas: np.ndarray, curves: Mapping[str, np.ndarray], ylabel: str
     for i, (name, values) in enumerate(curves.items()):
         _band(ax, alphas, values, (colors or {}).get(name, f"C{i}"), name)
     ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
-    ax.legend(fontsize=8)
+    if len(curves) > 4:  # many curves: the legend goes beside the axes instead of over the data
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    else:
+        ax.legend(fontsize=8)
     return fig
 
 
