@@ -41,7 +41,7 @@ endif
 study = $(SNAKEMAKE) $(RUN_ARGS) --config profile=$(1) set="$(SET)" block=$(BLOCK) $(2) 2>&1 | $(PY) -m landscape_utils.study.progress
 
 .DEFAULT_GOAL := help
-.PHONY: help env lock report smoke plan variants clean-variants lab train test bench clean
+.PHONY: help env lock report large smoke plan variants clean-variants lab train test bench clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-15s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -63,6 +63,10 @@ lock: $(VENV)/.stamp ## rewrite requirements.lock from the current environment
 report: $(VENV)/.stamp ## the main job: the full study -> outputs/full/report.html (SET=... for a variant)
 	$(call study,full)
 	@echo "report: $$($(PY) -m landscape_utils settings --profile full --set $(SET))/report.html"
+
+large: $(VENV)/.stamp ## the wider study (20 seeds, every sweep on every model) for a cluster or GPU -> outputs/large/report.html
+	$(call study,large)
+	@echo "report: $$($(PY) -m landscape_utils settings --profile large --set $(SET))/report.html"
 
 smoke: $(VENV)/.stamp ## the same study, tiny (minutes) -> outputs/smoke/report.html
 	$(call study,smoke)

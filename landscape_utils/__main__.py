@@ -60,7 +60,7 @@ def _parser() -> argparse.ArgumentParser:
         default = field.default
         kind = {int: int, float: float, str: str}.get(type(default), None)
         if default is None or field.name in ("max_steps", "train_size"):
-            kind = int
+            kind = float if field.name == "target_loss" else int
         train.add_argument(f"--{field.name.replace('_', '-')}", type=kind, default=default, help=f"default: {default}")
     train.add_argument("--data-dir", default=None, help="folder holding MNIST/raw/ (default: $LANDSCAPE_DATA or <repo>/data)")
     train.add_argument("--runs-dir", default=None, help="run cache folder (default: $LANDSCAPE_RUNS or outputs/runs)")
@@ -156,14 +156,16 @@ def _cmd_probe(args, study) -> int:
     from .study.registry import check_arch, check_section
     from .study.results import write_json
 
-    from .study.units import as_run, parse_unit
+    from .study.units import Cell, as_run, parse_unit
 
     sec = check_section(args.section)
     check_arch(args.arch)
     todo = ([parse_unit(u) for u in args.units] if args.units else [(as_run(args.pair[0]), as_run(args.pair[1])) if args.pair else args.seed])
+    takes = {"pair": "pairs (--pair A B)", "seed": "seeds (--seed S)", "cell": "cells (--units opt-study-s0 ...)"}
     for unit in todo:
-        if (sec.per == "pair") != isinstance(unit, tuple):
-            raise ValueError(f"section {sec.key!r} takes {'pairs (--pair A B)' if sec.per == 'pair' else 'seeds (--seed S)'}")
+        kind = "cell" if isinstance(unit, Cell) else "pair" if isinstance(unit, tuple) else "seed"
+        if kind != sec.per:
+            raise ValueError(f"section {sec.key!r} takes {takes[sec.per]}")
     _threads()
     records = [jobs.unit_result(sec.key, args.arch, unit, study.config) for unit in todo]
     if args.out:

@@ -25,10 +25,24 @@ from landscape_utils.study.config import CACHE_VERSION, TrainConfig
     ("momentum", 1.0, "momentum must be in [0, 1)"),
     ("weight_decay", -1e-4, "weight_decay must be a non-negative finite number"),
     ("device", "tpu", "device must be one of"),
+    ("optimizer", "rmsprop", "optimizer must be one of ('sgd', 'adam', 'adadelta')"),
+    ("lr_gamma", 0.0, "lr_gamma must be in (0, 1]"),
+    ("lr_gamma", 1.5, "lr_gamma must be in (0, 1]"),
+    ("target_loss", -0.1, "target_loss must be a positive finite number or None"),
+    ("target_loss", float("inf"), "target_loss must be a positive finite number or None"),
+    ("target_every", 0, "target_every must be a positive integer"),
+    ("checkpoints", 1, "checkpoints must be 0 or at least 2"),
+    ("checkpoints", -3, "checkpoints must be 0 or at least 2"),
+    ("batch_size", 60001, "batch_size (60001) is larger than the training set (60000)"),
 ])
 def test_bad_values_are_rejected_at_construction(field, value, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):
         TrainConfig(**{field: value})
+
+
+def test_batch_larger_than_the_training_subset_is_refused():
+    with pytest.raises(ValueError, match=r"batch_size \(512\) is larger than the training subset \(train_size=256\)"):
+        TrainConfig(batch_size=512, train_size=256)
 
 
 def test_all_problems_are_reported_at_once():
@@ -44,7 +58,8 @@ def test_unknown_keys_are_named():
 
 CHANGED = {"arch": "mlp", "epochs": 2, "max_steps": 10, "train_size": 100, "subset_seed": 1,
            "batch_size": 32, "optimizer": "adam", "lr": 0.02, "momentum": 0.5, "weight_decay": 1e-4,
-           "init_seed": 1, "data_seed": 1, "device": "cuda"}
+           "init_seed": 1, "data_seed": 1, "device": "cuda", "lr_gamma": 0.7, "target_loss": 0.1,
+           "target_every": 10, "checkpoints": 5}
 
 
 def test_changed_values_cover_every_field():

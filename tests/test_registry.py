@@ -71,8 +71,8 @@ def test_section_entries_resolve(section):
     assert (NOTEBOOKS_DIR / f"{section.notebook}.ipynb").is_file()
     fields = {f.name for f in dataclasses.fields(StudyConfig)}
     assert set(section.settings) <= fields, set(section.settings) - fields
-    assert list(inspect.signature(section.job_function()).parameters) == ["arch", section.per == "pair" and "pair" or "seed",
-                                                                          "cfg", "upstream"]
+    unit = {"pair": "pair", "seed": "seed", "cell": "cell"}[section.per]
+    assert list(inspect.signature(section.job_function()).parameters) == ["arch", unit, "cfg", "upstream"]
     assert callable(section.summarise_function())
     order = list(registry.SECTIONS)
     assert all(order.index(r) < order.index(section.key) for r in section.reads), "a section reads earlier sections only"
@@ -92,5 +92,5 @@ def test_resolve_names_what_is_wrong(target, message):
 
 
 def test_check_section_lists_the_sections():
-    with pytest.raises(ValueError, match="valid: training, curvature"):
+    with pytest.raises(ValueError, match="valid: training, dynamics, curvature"):
         registry.check_section("sharpness")

@@ -49,7 +49,7 @@ def test_overrides_apply_on_top_of_the_profile():
 
 
 @pytest.mark.parametrize("profile, overrides, message", [
-    ("huge", {}, "unknown profile 'huge'; valid: full, smoke"),
+    ("huge", {}, "unknown profile 'huge'; valid: full, large, smoke"),
     ("full", {"sigma": 1}, r"unknown setting\(s\) \['sigma'\]"),
     ("full", {"seeds": []}, "seeds must be a non-empty list"),
     ("full", {"seeds": [1, 1]}, "seeds must be distinct"),

@@ -20,8 +20,10 @@ from tests.test_report_browser import browser_check, require_browser
 
 ARCHS = list(ARCHITECTURES)
 FIGURES = {"training_curves", "init_to_final", "eigenvalue_convergence", "spectral_density", "flatness",
-           "slices_train", "slices_test", "surface_s0", "connectivity_losses", "connectivity_errors"}
-COMPARISON_FIGURES = {"test_accuracy", "lambda_max", "flatness", "slices", "barrier_error_test", "barrier_loss_test"}
+           "slices_train", "slices_test", "surface_s0", "connectivity_losses", "connectivity_errors",
+           "sharpness_along_training", "lambda_vs_sample_size"}
+COMPARISON_FIGURES = {"test_accuracy", "lambda_max", "flatness", "slices", "barrier_error_test", "barrier_loss_test",
+                      "sharpness_vs_generalisation"}
 
 pytestmark = pytest.mark.slow
 
@@ -49,7 +51,7 @@ def test_every_unit_notebook_and_summary_was_written(smoke):
             assert prov["package_path"] == str(REPO / "landscape_utils")
             records = [r for path in (study_dir / "units" / key / arch).glob("part*.json")
                        for r in json.loads(path.read_text())["units"]]
-            assert sorted(r["unit"] for r in records) == sorted(map(unit_name, section_units(section, cfg)))
+            assert sorted(r["unit"] for r in records) == sorted(map(unit_name, section_units(section, cfg, arch)))
         noise = json.loads(noise_path(study_dir, arch).read_text())
         assert noise["key"] == noise_key(arch, cfg) and set(noise["sources"]) == {"random vectors", "probe set"}
     pairs = [json.loads(p.read_text())["units"] for p in (study_dir / "units" / "connectivity" / "cnn").glob("part*.json")]

@@ -18,6 +18,7 @@ import nbformat
 import pytest
 
 from landscape_utils.report import html as report
+from landscape_utils.study.settings import open_study
 from tests.conftest import REPO, SNAKEMAKE_LOCAL, snakemake
 
 pytestmark = pytest.mark.slow
@@ -133,10 +134,10 @@ def test_a_registered_architecture_and_section_reach_the_report(copy):
     assert report.check_report_html(html) == []
     text = report.html_text(html)
     outline = [t for _, _, t in report.report_outline(html)]
-    assert "7. A dummy section" in outline and outline.count("Results: Tiny MLP") == 6  # 5 sections + dummy
+    assert "7. A dummy section" in outline and outline.count("Results: Tiny MLP") == 7  # 6 sections + dummy
     assert "DUMMY-METHOD-TEXT" in text and text.count("DUMMY-VALUE") == 4  # one per architecture
     assert "Tiny MLP" in text.split("Conclusion")[0]  # in the comparison's tables too
-    assert outline.index("7. A dummy section") > outline.index("5. Mode connectivity")
+    assert outline.index("7. A dummy section") > outline.index("6. Mode connectivity")
 
 
 @pytest.mark.parametrize("edit, expected", [
@@ -173,5 +174,7 @@ def test_dry_run_of_a_ten_seed_study_is_fast(copy):
     jobs = dry_run_jobs(root, outputs, env, "set=seeds=[0,1,2,3,4,5,6,7,8,9]", "block=1")
     seconds = time.time() - started
     archs, seeds, pairs, controls = 4, 10, 3, 2  # smoke: one pair of each kind, two control runs
-    assert jobs["train"] == archs * (seeds + controls) and jobs["probe"] == archs * (5 * seeds + pairs)
+    cfg = open_study("smoke", {"seeds": list(range(seeds))}).config
+    cells = sum(len(cfg.dynamics_cells(a)) for a in ("mlp", "cnn", "rescnn", "tiny"))  # one job per cell too
+    assert jobs["train"] == archs * (seeds + controls) and jobs["probe"] == archs * (5 * seeds + pairs) + cells
     assert seconds < 5, seconds

@@ -8,6 +8,8 @@ model left as found, every random draw from the ``torch.Generator`` passed in.
 * :func:`lanczos_top_eigs` — the k largest (or smallest) eigenpairs by Lanczos with full
   re-orthogonalisation, stopped on the Ritz residual or on a gap-refined error estimate; from a
   random or a given (warm) start vector.
+* :func:`operator_top_eigs` — the same on any symmetric operator with a ``matvec`` (e.g. a
+  preconditioned Hessian); :func:`lanczos_top_eigs` builds its ``HessianOperator`` and calls it.
 * :func:`lanczos_extremes` — the k largest and the smallest eigenpair from one Lanczos run, with
   its Krylov basis (:class:`KrylovBasis`) for deflated trace estimates.
 * :class:`LanczosProcess` — the tridiagonalisation itself (one HVP a step, restarts after a
@@ -536,17 +538,65 @@ def lanczos_top_eigs(
         ValueError: on bad arguments (k, tol, max_iter, which, atol, data, generator, start, ...).
         HessianUnavailableError: no HVP path works for this model.
     """
-    _check_lanczos_args(k, tol, which, atol, criterion)
+    _check_lanczos_args(k, tol, which, atol, criterion)  # before the (costly) operator is built
     check_generator(generator)
     op = HessianOperator(model, loss_fn, data, batch_size=batch_size, train=train, hvp=hvp, fd_step=fd_step)
+    return operator_top_eigs(op, generator, k=k, tol=tol, max_iter=max_iter, which=which, atol=atol,
+                             criterion=criterion, start=start)
+
+
+_OPERATOR_ATTRS = ("matvec", "dim", "dtype", "device", "n_hvp", "hvp_rel_error", "provenance")
+
+
+def operator_top_eigs(
+    op,
+    generator: torch.Generator,
+    k: int = 1,
+    tol: float = 1e-4,
+    max_iter: int | None = None,
+    which: str = "largest",
+    atol: float = 0.0,
+    criterion: str = "residual",
+    start: Tensor | None = None,
+) -> EigResult:
+    """The k largest (or smallest) eigenpairs of any symmetric operator, by the Lanczos of
+    :func:`lanczos_top_eigs` (same start vector, restarts, stopping rules and result).
+
+    :func:`lanczos_top_eigs` is this function applied to the :class:`HessianOperator` it builds,
+    so the two agree exactly for the same operator, generator and arguments. Use it for
+    operators derived from a Hessian, e.g. the preconditioned ``P^{-1/2} H P^{-1/2}`` of
+    :class:`landscape_utils.probes.stability.PreconditionedOperator`, or a ``HessianOperator``
+    built with options of your own.
+
+    Args:
+        op: an object with ``matvec(v)`` (a flat (P,) tensor to a flat (P,) tensor, symmetric in
+            v), ``dim`` (P), ``dtype``, ``device``, ``n_hvp`` (products so far; the result's
+            ``n_hvp`` counts this run's), ``hvp_rel_error`` (estimated relative error of a product,
+            None when exact) and ``provenance()`` (a dict of ``hvp_path``, ``hvp_note``,
+            ``hvp_rel_error``), e.g. a :class:`HessianOperator`.
+        generator, k, tol, max_iter, which, atol, criterion, start: as in :func:`lanczos_top_eigs`.
+
+    Returns:
+        :class:`EigResult`; ``converged`` is False if ``max_iter`` ran out first.
+
+    Raises:
+        ValueError: on bad arguments, or an ``op`` lacking one of the attributes above.
+    """
+    missing = [a for a in _OPERATOR_ATTRS if not hasattr(op, a)]
+    if missing:
+        raise ValueError(f"op must be an operator with {', '.join(_OPERATOR_ATTRS)}; "
+                         f"{type(op).__name__} lacks {', '.join(missing)}")
+    _check_lanczos_args(k, tol, which, atol, criterion)
+    check_generator(generator)
     if k > op.dim:
         raise ValueError(f"k={k} exceeds the number of parameters P={op.dim}")
     max_iter = _budget(max_iter, k, op.dim)
     q0 = (random_unit_vector(op.dim, generator, op.dtype, op.device) if start is None
           else start_vector(start, op.dim, op.dtype, op.device))
     end = _End(which, k, tol, atol, criterion)
+    n_before = op.n_hvp  # an operator handed in may already have spent products
     proc = _run_lanczos(op, q0, generator, [end], max_iter)
-    return end.result(proc, op, tol, start is not None, n_hvp=end.snapshot[4], shared=0)
+    return end.result(proc, op, tol, start is not None, n_hvp=end.snapshot[4] - n_before, shared=0)
 
 
 def lanczos_extremes(

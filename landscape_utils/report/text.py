@@ -73,6 +73,8 @@ def _section_sentence(section: str, cfg) -> str:
                 f"{cfg.curve_steps:,} SGD steps (learning rate {cfg.curve_lr:g}, momentum {cfg.momentum:g}, batch "
                 f"{cfg.batch_size}, one t ~ U(0, 1) per step; seed {cfg.curve_seed}) on the "
                 f"{'training images' if cfg.train_size is None else f'{cfg.train_size:,} training images the runs used'}.")
+    if section == "dynamics":
+        return dynamics_sentence(cfg)
     declared = SECTIONS[section].settings if section in SECTIONS else ()
     plain = cfg.to_dict()
     return f"{section}: " + ", ".join(f"{k} = {plain[k]}" for k in declared) + "."
@@ -88,3 +90,32 @@ def settings_note(study, section: str | None = None) -> str:
     if section is None:
         return head + f" Probe sets: {probe_sets(study.config)}."
     return head + " " + _section_sentence(section, study.config)
+
+
+def dynamics_sentence(cfg) -> str:
+    """The optimisation-dynamics settings, as used."""
+    from ..study.recipes import RECIPES  # light: no torch
+
+    others = [RECIPES[r].label for r in cfg.optimizers if r != "study"]
+    sizes = ", ".join(f"{s:,}" for s in cfg.sample_sizes)
+    sweep = (f"Batch-size sweep ({_list(list(cfg.sweep_archs))}): batch sizes {_list(cfg.sweep_batch_sizes)} × base learning "
+             f"rates {_list(cfg.sweep_lrs)}, each unscaled and scaled by batch/{cfg.batch_size}, seeds {_list(cfg.sweep_seeds)}, "
+             f"SGD momentum {cfg.momentum:g}, trained until the train loss on a fixed subset is ≤ {cfg.sweep_target_loss:g} "
+             f"(at most {_plural(cfg.sweep_max_epochs, 'epoch')}); then λmax, tr(H), the filter-normalised flatness "
+             f"(mean loss change at filter-relative σ = {cfg.sweep_sigma:g}, {cfg.sweep_draws} evaluations) and the "
+             f"adaptive sharpness (ρ = {cfg.adaptive_rho:g}, {cfg.adaptive_steps} ascent steps)." if cfg.sweep_archs else
+             "No batch-size sweep in this profile.")
+    eos = (f"Edge of stability ({_list(list(cfg.eos_archs))}): full-batch gradient descent with the squared loss on "
+           f"{cfg.eos_size:,} training images (seed {cfg.eos_seed}) from the initialisation of seed {cfg.eos_seed}, at step "
+           f"sizes η with 2/η = {_list(cfg.eos_multiples)} × λ0 (λ0: λmax at initialisation), {cfg.eos_steps:,} steps, "
+           f"λmax every {cfg.eos_every} steps." if cfg.eos_archs else "No edge-of-stability runs in this profile.")
+    return (f"Dynamics: every training run saves {cfg.trajectory_points} snapshots at log-spaced steps; at each, λmax on "
+            f"the {cfg.probe_train_size:,} probe images (Lanczos warm-started from the previous snapshot's top eigenvector, "
+            f"tolerance {cfg.lanczos_tol:g}), tr(H) (Hutchinson, {cfg.trajectory_trace_probes} probes), the mini-batch "
+            f"sharpness (mean λmax over {cfg.minibatch_batches} training batches of {cfg.batch_size}, tolerance "
+            f"{cfg.minibatch_tol:g}) and, for Adam, λmax(P⁻¹H). Protocol study: the study's optimiser on seeds "
+            f"{_list(cfg.seeds)}; {_list(others) if others else 'no other recipe'} on seeds {_list(cfg.protocol_seeds)}; λmax "
+            f"at the end on one training batch, the probe set and {cfg.protocol_large_size:,} training images, by power "
+            f"iteration (relative change < {cfg.power_tol:g}, at most {cfg.power_max_iter} steps, random start) and "
+            f"Lanczos. Sample sizes {sizes} ({cfg.sample_draws} samples each, seed {cfg.seeds[0]}'s run). {sweep} {eos} "
+            f"Random draws from seed {cfg.dynamics_seed}, the same for every run of an architecture.")

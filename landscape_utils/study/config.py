@@ -20,7 +20,11 @@ from .registry import ARCHITECTURES
 CACHE_VERSION = 3
 _HERE = Path(__file__).resolve().parent
 
-OPTIMIZERS = ("sgd", "adam")
+# "sgd": torch.optim.SGD (heavy-ball momentum ``momentum``; 0 is plain SGD); "adam": torch.optim.Adam with
+# PyTorch's defaults (β₁ = 0.9, β₂ = 0.999, ε = 1e-8); "adadelta": torch.optim.Adadelta (ρ = 0.9, ε = 1e-6).
+OPTIMIZERS = ("sgd", "adam", "adadelta")
+ADAM_BETAS = (0.9, 0.999)
+ADAM_EPS = 1e-8
 DEVICES = ("cpu", "cuda")
 
 
@@ -36,10 +40,21 @@ class TrainConfig:
         train_size: train on a seeded subset of this many examples (``None``: all 60,000).
         subset_seed: seed choosing that subset.
         batch_size: examples per optimiser step.
-        optimizer: ``"sgd"`` (with momentum) or ``"adam"``.
+        optimizer: ``"sgd"`` (heavy-ball momentum ``momentum``), ``"adam"`` or ``"adadelta"``
+            (see ``OPTIMIZERS``; Adam and Adadelta use PyTorch's default betas/rho and eps).
         lr: learning rate (the step size the dynamics analysis needs).
-        momentum: SGD momentum (ignored by Adam).
+        momentum: SGD momentum (ignored by Adam and Adadelta).
+        lr_gamma: multiply the learning rate by this after every epoch (``StepLR(step_size=1)``,
+            as PyTorch's MNIST example does with 0.7); 1.0 keeps it constant.
         weight_decay: L2 penalty coefficient.
+        target_loss: stop as soon as the mean cross-entropy on the target-check subset of the
+            training set (``training.TARGET_EVAL_SIZE`` examples of the fixed evaluation subset) is at
+            most this (checked every ``target_every`` steps); ``None``: train for the epochs / step cap.
+            Runs compared at a matched training loss use it (with ``max_steps`` as the cap).
+        target_every: steps between target checks.
+        checkpoints: save this many parameter snapshots (and the optimiser's preconditioner state)
+            at log-spaced steps from initialisation to the last step, with the run (0: none). They
+            never change the trajectory.
         init_seed: seed of the parameter initialisation.
         data_seed: seed of the data order (shuffling each epoch).
         device: ``"cpu"`` or ``"cuda"``.
@@ -54,7 +69,11 @@ class TrainConfig:
     optimizer: str = "sgd"
     lr: float = 0.01
     momentum: float = 0.9
+    lr_gamma: float = 1.0
     weight_decay: float = 0.0
+    target_loss: float | None = None
+    target_every: int = 50
+    checkpoints: int = 0
     init_seed: int = 0
     data_seed: int = 0
     device: str = "cpu"
@@ -112,7 +131,7 @@ def config_problems(cfg: TrainConfig) -> list[str]:
     p: list[str] = []
     if cfg.arch not in ARCHITECTURES:
         p.append(f"unknown architecture {cfg.arch!r} (valid: {', '.join(ARCHITECTURES)})")
-    for name in ("epochs", "batch_size"):
+    for name in ("epochs", "batch_size", "target_every"):
         v = getattr(cfg, name)
         if not _is_int(v) or v < 1:
             p.append(f"{name} must be a positive integer, got {v!r}")
@@ -134,6 +153,16 @@ def config_problems(cfg: TrainConfig) -> list[str]:
         p.append(f"momentum must be in [0, 1), got {cfg.momentum!r}")
     if not _is_number(cfg.weight_decay) or not 0 <= cfg.weight_decay < float("inf"):
         p.append(f"weight_decay must be a non-negative finite number, got {cfg.weight_decay!r}")
+    if not _is_number(cfg.lr_gamma) or not 0 < cfg.lr_gamma <= 1:
+        p.append(f"lr_gamma must be in (0, 1], got {cfg.lr_gamma!r}")
+    if cfg.target_loss is not None and (not _is_number(cfg.target_loss) or not 0 < cfg.target_loss < float("inf")):
+        p.append(f"target_loss must be a positive finite number or None, got {cfg.target_loss!r}")
+    if not _is_int(cfg.checkpoints) or cfg.checkpoints < 0 or cfg.checkpoints == 1:
+        p.append(f"checkpoints must be 0 or at least 2 (initialisation and the last step), got {cfg.checkpoints!r}")
+    if _is_int(cfg.train_size) and _is_int(cfg.batch_size) and cfg.batch_size > cfg.train_size:
+        p.append(f"batch_size ({cfg.batch_size}) is larger than the training subset (train_size={cfg.train_size})")
+    elif _is_int(cfg.batch_size) and cfg.batch_size > 60000:
+        p.append(f"batch_size ({cfg.batch_size}) is larger than the training set (60000)")
     if cfg.device not in DEVICES:
         p.append(f"device must be one of {DEVICES}, got {cfg.device!r}")
     return p

@@ -7,7 +7,12 @@ class MNISTFileError(RuntimeError):
 
 
 class TrainingDiverged(RuntimeError):
-    """The training loss became NaN or infinite; nothing was saved."""
+    """The training loss became NaN or infinite; nothing was saved. ``step``: the optimiser step
+    at which it was seen (None when unknown)."""
+
+    def __init__(self, message: str, step: int | None = None) -> None:
+        super().__init__(message)
+        self.step = step
 
 
 class RunCacheError(RuntimeError):

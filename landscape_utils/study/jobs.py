@@ -160,9 +160,9 @@ def unit_result(section: str, arch: str, unit: Unit, cfg, progress: bool = False
     """
     sec = check_section(section)
     check_arch(arch)
-    if unit not in section_units(sec, cfg):
+    if unit not in section_units(sec, cfg, arch):
         raise ValueError(f"{section} has no unit {unit_name(unit)} in these settings "
-                         f"(units: {', '.join(unit_name(u) for u in section_units(sec, cfg))})")
+                         f"(units: {', '.join(unit_name(u) for u in section_units(sec, cfg, arch))})")
     key = unit_key(sec, arch, unit, cfg)
     path = cache_path(sec.key, arch, unit, key)
     if path.is_file():
@@ -188,7 +188,7 @@ def section_results(section: str, arch: str, cfg, progress: bool = True) -> dict
     from tqdm.std import tqdm  # a text bar: readable in a notebook, never a frozen widget
 
     sec = check_section(section)
-    units = section_units(sec, cfg)
+    units = section_units(sec, cfg, arch)
     missing = [u for u in units if not cache_path(sec.key, arch, u, unit_key(sec, arch, u, cfg)).is_file()]
     bar = tqdm(total=len(missing), disable=not (progress and missing), unit="unit",
                desc=f"{section} [{arch}]")

@@ -17,7 +17,15 @@ from dataclasses import dataclass
 from typing import Any
 
 # The fields of ``StudyConfig`` that decide a training run (and so every section's inputs).
-TRAINING_SETTINGS = ("seeds", "epochs", "max_steps", "train_size", "batch_size", "lr", "momentum", "device")
+TRAINING_SETTINGS = ("seeds", "epochs", "max_steps", "train_size", "batch_size", "lr", "momentum",
+                     "trajectory_points", "device")
+# What the optimisation-dynamics jobs read besides training's and the probe sets (see StudyConfig).
+DYNAMICS_SETTINGS = ("lanczos_tol", "power_tol", "power_max_iter", "trajectory_trace_probes",
+                     "minibatch_batches", "minibatch_tol", "dynamics_seed", "optimizers", "protocol_seeds",
+                     "protocol_large_size", "sample_sizes", "sample_draws", "sweep_archs", "sweep_batch_sizes",
+                     "sweep_lrs", "sweep_seeds", "sweep_target_loss", "sweep_max_epochs", "sweep_sigma",
+                     "sweep_draws", "adaptive_rho", "adaptive_steps", "eos_archs", "eos_size", "eos_multiples",
+                     "eos_steps", "eos_every", "eos_seed")
 # The fixed probe samples shared by every probe section.
 PROBE_SET_SETTINGS = ("probe_train_size", "probe_test_size", "probe_seed", "device")
 
@@ -79,17 +87,21 @@ class Section:
         notebook: notebook stem under ``notebooks/`` (``"02_curvature"``).
         title: heading in the report.
         job: ``"module:function"`` computing one unit's results: called as
-            ``job(arch, unit, settings, upstream)`` where ``unit`` is a seed (``per="seed"``) or a
-            pair of seeds (``per="pair"``) and ``upstream`` maps each section in ``reads`` to that
+            ``job(arch, unit, settings, upstream)`` where ``unit`` is a seed (``per="seed"``), a
+            pair of runs (``per="pair"``) or a :class:`~landscape_utils.study.units.Cell`
+            (``per="cell"``: the units differ by architecture) and ``upstream`` maps each section in ``reads`` to that
             unit's results. Returns a JSON-able dict.
         summarise: ``"module:function"`` building the section's typed summary from the per-unit
             results: ``summarise(arch, units, results, settings)``.
-        per: ``"seed"`` or ``"pair"``.
+        per: ``"seed"``, ``"pair"`` or ``"cell"``.
         reads: sections whose per-seed results the job needs (same architecture and unit).
         settings: the ``StudyConfig`` fields the job reads (besides training's); a job that reads
             another field fails, so the cache key and rerun rules cannot miss one.
         mem_mb, runtime_min: what one job needs (for a cluster); ``gpu``: whether a CUDA run asks
             for a GPU.
+        block: units per workflow job when the workflow is not told a block size (0: every unit of
+            the architecture in one job); sections with many slow units split so that their jobs
+            spread over the cores.
     """
 
     key: str
@@ -103,6 +115,7 @@ class Section:
     mem_mb: int = 2000
     runtime_min: int = 30
     gpu: bool = True
+    block: int = 0
 
     def job_function(self) -> Callable[..., dict]:
         return resolve(self.job)
@@ -136,6 +149,9 @@ _SUMMARIES = "landscape_utils.study.summaries"
 SECTIONS: dict[str, Section] = {s.key: s for s in (
     Section("training", "01_training", "Training", f"{_JOBS}:training_job", f"{_SUMMARIES}:summarise_training",
             settings=PROBE_SET_SETTINGS + ("path_points",), runtime_min=20),
+    Section("dynamics", "07_dynamics", "Optimisation dynamics", "landscape_utils.study.dynamics:dynamics_job",
+            "landscape_utils.study.dynamics_summary:summarise_dynamics", per="cell",
+            settings=PROBE_SET_SETTINGS + DYNAMICS_SETTINGS, runtime_min=10, block=6),
     Section("curvature", "02_curvature", "Curvature", f"{_JOBS}:curvature_job", f"{_SUMMARIES}:summarise_curvature",
             settings=PROBE_SET_SETTINGS + ("lanczos_k", "lanczos_tol", "smallest_tol", "power_tol", "power_max_iter",
                                            "trace_probes", "slq_vectors", "slq_steps", "curvature_seed")),

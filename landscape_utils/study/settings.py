@@ -52,6 +52,30 @@ class StudyConfig:
     Estimator noise: variance_repeats repeats of every probe on the first seed's run, once with fresh
         random vectors (Lanczos start, trace probes, noise draws, directions, curve draws) and once
         with fresh probe sets, against which the between-seed spread is judged.
+    Optimisation dynamics (one unit per architecture, setting and seed; see :meth:`dynamics_cells`):
+        trajectory_points: parameter snapshots saved with every training run, at log-spaced steps
+            from initialisation to the end; at each, λmax (Lanczos warm-started from the previous
+            snapshot's top eigenvector, tolerance lanczos_tol), tr(H) (Hutchinson,
+            trajectory_trace_probes probes), the mini-batch sharpness (mean λmax of
+            minibatch_batches training batches of batch_size, tolerance minibatch_tol) and, for Adam,
+            the preconditioned sharpness λmax(P⁻¹H); random draws from dynamics_seed.
+        optimizers: the protocol study's recipes (keys of ``recipes.RECIPES``; "study" is the study's
+            own optimiser, run for every seed; the others for protocol_seeds), each measured at its
+            end on one training batch, the probe set and protocol_large_size training images, by power
+            iteration (power_tol, power_max_iter) and by Lanczos.
+        sample_sizes, sample_draws: λmax of the first seed's run on sample_draws random training samples of
+            each size (one when the size is the whole training set).
+        sweep_archs, sweep_batch_sizes, sweep_lrs, sweep_seeds: the batch-size and learning-rate sweep
+            (SGD with the study's momentum), each cell at its base learning rate and at the rate scaled
+            by batch / batch_size, trained until the train loss reaches sweep_target_loss (at most
+            sweep_max_epochs epochs), then measured: λmax, tr(H), the filter-normalised flatness (mean
+            loss change under filter-relative noise sweep_sigma, sweep_draws draws), the adaptive
+            sharpness (radius adaptive_rho, adaptive_steps ascent steps) and the generalisation gap.
+        eos_archs, eos_size, eos_multiples, eos_steps, eos_every, eos_seed: full-batch gradient descent
+            with the squared loss on eos_size training images (seeded by eos_seed) from the initialisation
+            of eos_seed, for eos_steps steps at each step size η = 2 / (m · λ0), m in eos_multiples and λ0
+            the sharpness at initialisation (so 2/η = m · λ0 for every architecture: m < 1 starts beyond
+            the edge, m > 1 needs progressive sharpening to reach it); λmax every eos_every steps.
     Device: ``"cpu"`` or ``"cuda"`` for every job (on a cluster, a CUDA job asks for one GPU).
     """
 
@@ -93,6 +117,32 @@ class StudyConfig:
     curve_lr: float = 0.01
     curve_seed: int = 0
     variance_repeats: int = 3
+    trajectory_points: int = 20
+    trajectory_trace_probes: int = 4
+    minibatch_batches: int = 8
+    minibatch_tol: float = 1e-2
+    dynamics_seed: int = 0
+    optimizers: tuple[str, ...] = ("study", "sgd-m0.5", "sgd", "adam", "adadelta")
+    protocol_seeds: tuple[int, ...] = (0, 1, 2)
+    protocol_large_size: int = 4096
+    sample_sizes: tuple[int, ...] = (64, 512, 4096, 60000)
+    sample_draws: int = 4
+    sweep_archs: tuple[str, ...] = ("mlp",)
+    sweep_batch_sizes: tuple[int, ...] = (32, 512, 4096)
+    sweep_lrs: tuple[float, ...] = (0.005, 0.01, 0.02)
+    sweep_seeds: tuple[int, ...] = (0, 1, 2)
+    sweep_target_loss: float = 0.1
+    sweep_max_epochs: int = 10
+    sweep_sigma: float = 0.03
+    sweep_draws: int = 8
+    adaptive_rho: float = 0.05
+    adaptive_steps: int = 10
+    eos_archs: tuple[str, ...] = ("mlp", "cnn")
+    eos_size: int = 500
+    eos_multiples: tuple[float, ...] = (0.98, 1.06, 1.15)
+    eos_steps: int = 800
+    eos_every: int = 20
+    eos_seed: int = 0
     device: str = "cpu"
 
     def __post_init__(self) -> None:
@@ -113,7 +163,48 @@ class StudyConfig:
         init, data = run
         return TrainConfig(arch=arch, epochs=self.epochs, max_steps=self.max_steps,
                            train_size=self.train_size, batch_size=self.batch_size, lr=self.lr,
-                           momentum=self.momentum, init_seed=init, data_seed=data, device=self.device)
+                           momentum=self.momentum, init_seed=init, data_seed=data,
+                           checkpoints=self.trajectory_points, device=self.device)
+
+    def recipe_config(self, arch: str, recipe: str, seed: int) -> TrainConfig:
+        """The run of ``arch`` and ``seed`` trained with the optimiser ``recipe`` (a key of
+        ``recipes.RECIPES``), everything else as the study's; ``"study"`` is the study's own run."""
+        from .recipes import check_recipe
+
+        r = check_recipe(recipe)
+        if r.key == "study":
+            return self.train_config(arch, seed)
+        return dataclasses.replace(self.train_config(arch, seed), optimizer=r.optimizer,
+                                   lr=r.lr if r.lr is not None else self.lr,
+                                   momentum=r.momentum if r.momentum is not None else self.momentum,
+                                   lr_gamma=r.lr_gamma)
+
+    def sweep_config(self, arch: str, batch_size: int, lr: float, scaling: str, seed: int) -> TrainConfig:
+        """A cell of the batch-size sweep: SGD with the study's momentum at ``batch_size``, learning
+        rate ``lr`` (``scaling="none"``) or ``lr · batch_size / self.batch_size`` (``"linear"``),
+        trained to the target loss (checked about every 6,400 examples) with an epoch cap."""
+        rate = lr * batch_size / self.batch_size if scaling == "linear" else lr
+        return TrainConfig(arch=arch, epochs=self.sweep_max_epochs, train_size=self.train_size,
+                           batch_size=batch_size, lr=float(rate), momentum=self.momentum,
+                           target_loss=self.sweep_target_loss, target_every=max(1, round(6400 / batch_size)),
+                           init_seed=seed, data_seed=seed, device=self.device)
+
+    def dynamics_cells(self, arch: str) -> list:
+        """The optimisation-dynamics units of ``arch`` (:class:`~landscape_utils.study.units.Cell`):
+        every recipe and seed, the sample-size study, the batch-size sweep (architectures in
+        sweep_archs) and the edge-of-stability runs (architectures in eos_archs)."""
+        from .units import Cell
+
+        cells = [Cell("opt", r, s) for r in self.optimizers
+                 for s in (self.seeds if r == "study" else self.protocol_seeds)]
+        cells.append(Cell("sizes", "", self.seeds[0]))
+        if arch in self.sweep_archs:
+            cells += [Cell("sweep", f"b{b}-lr{lr:g}-{scaling}", s) for b in self.sweep_batch_sizes
+                      for lr in self.sweep_lrs for scaling in ("none", "linear")
+                      if not (scaling == "linear" and b == self.batch_size) for s in self.sweep_seeds]
+        if arch in self.eos_archs:
+            cells += [Cell("eos", f"m{m:g}", self.eos_seed) for m in self.eos_multiples]
+        return cells
 
     @property
     def connectivity_pairs(self) -> list[tuple[tuple[int, int], tuple[int, int]]]:
@@ -138,6 +229,9 @@ _FIELDS = {f.name: f for f in fields(StudyConfig)}
 
 def _type_problem(name: str, value: Any) -> str | None:
     default = _FIELDS[name].default
+    if isinstance(default, tuple) and default and isinstance(default[0], str):
+        ok = isinstance(value, (tuple, list)) and all(isinstance(v, str) for v in value)
+        return None if ok else f"{name} must be a list of names, got {value!r}"
     if isinstance(default, tuple):
         ok = isinstance(value, (tuple, list)) and len(value) > 0 and all(
             isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
@@ -157,7 +251,7 @@ def study_problems(cfg: StudyConfig) -> list[str]:
     p = [msg for name in _FIELDS if (msg := _type_problem(name, getattr(cfg, name)))]
     if p:
         return p
-    for name in ("seeds", "surface_seeds"):
+    for name in ("seeds", "surface_seeds", "protocol_seeds", "sweep_seeds"):
         values = getattr(cfg, name)
         if len(set(values)) != len(values) or any(not isinstance(s, int) or s < 0 for s in values):
             p.append(f"{name} must be distinct non-negative integers, got {list(values)}")
@@ -171,6 +265,7 @@ def study_problems(cfg: StudyConfig) -> list[str]:
         limit = 60000 if "train" in name else 10000
         if not 1 <= getattr(cfg, name) <= limit:
             p.append(f"{name} must be in [1, {limit}], got {getattr(cfg, name)}")
+    p += dynamics_problems(cfg)
     if cfg.variance_repeats < 2:
         p.append(f"variance_repeats must be at least 2 (a spread needs two repeats), got {cfg.variance_repeats}")
     for name in ("lanczos_k", "power_max_iter", "trace_probes", "slq_vectors", "slq_steps",
@@ -198,6 +293,59 @@ def study_problems(cfg: StudyConfig) -> list[str]:
         v = getattr(cfg, name)
         if v < 3 or v % 2 == 0:
             p.append(f"{name} must be odd and at least 3 (so 0 is on the grid), got {v}")
+    return p
+
+
+def dynamics_problems(cfg: StudyConfig) -> list[str]:
+    """Every problem with the optimisation-dynamics settings (part of :func:`study_problems`), so a bad
+    optimiser, step or batch size is refused before anything trains."""
+    from .recipes import RECIPES
+
+    p = []
+    unknown = [o for o in cfg.optimizers if o not in RECIPES]
+    if unknown or not cfg.optimizers or "study" not in cfg.optimizers or len(set(cfg.optimizers)) != len(cfg.optimizers):
+        p.append(f"optimizers must be distinct names from {', '.join(RECIPES)} including 'study', "
+                 f"got {list(cfg.optimizers)}")
+    for name in ("sweep_archs", "eos_archs"):
+        bad = [a for a in getattr(cfg, name) if a not in ARCHITECTURES]
+        if bad or len(set(getattr(cfg, name))) != len(getattr(cfg, name)):
+            p.append(f"{name} must be distinct architectures from {', '.join(ARCHITECTURES)}, got {list(getattr(cfg, name))}")
+    n_train = cfg.train_size or 60000
+    for name in ("sweep_batch_sizes", "sample_sizes"):
+        values = getattr(cfg, name)
+        if any(not isinstance(v, int) or v < 1 for v in values) or len(set(values)) != len(values):
+            p.append(f"{name} must be distinct positive integers, got {list(values)}")
+        elif name == "sweep_batch_sizes" and max(values) > n_train:
+            p.append(f"sweep batch size {max(values)} is larger than the training set ({n_train} examples)")
+        elif name == "sample_sizes" and max(values) > 60000:
+            p.append(f"sample sizes must be at most 60000 (the training set), got {max(values)}")
+    for name in ("sweep_lrs", "eos_multiples"):
+        if any(not (v > 0 and math.isfinite(v)) for v in getattr(cfg, name)):
+            p.append(f"{name} must all be positive and finite (step sizes, or multiples of λ0 for 2/η), got {list(getattr(cfg, name))}")
+    for name in ("minibatch_tol", "sweep_target_loss", "sweep_sigma", "adaptive_rho"):
+        v = getattr(cfg, name)
+        if not (v > 0 and math.isfinite(v)):
+            p.append(f"{name} must be a positive finite number, got {v}")
+    for name in ("trajectory_trace_probes", "minibatch_batches", "sweep_draws"):
+        if getattr(cfg, name) < 2:
+            p.append(f"{name} must be at least 2 (a standard error needs two), got {getattr(cfg, name)}")
+    if cfg.sweep_draws % 2:
+        p.append(f"sweep_draws must be even (spent as ±δ pairs), got {cfg.sweep_draws}")
+    for name in ("trajectory_points",):
+        if getattr(cfg, name) < 2:
+            p.append(f"{name} must be at least 2 (initialisation and the end), got {getattr(cfg, name)}")
+    for name in ("sample_draws", "sweep_max_epochs", "adaptive_steps", "eos_steps", "eos_every",
+                 "protocol_large_size"):
+        if getattr(cfg, name) < 1:
+            p.append(f"{name} must be at least 1, got {getattr(cfg, name)}")
+    if cfg.eos_every > cfg.eos_steps:
+        p.append(f"eos_every ({cfg.eos_every}) must not exceed eos_steps ({cfg.eos_steps})")
+    if not 2 <= cfg.eos_size <= n_train:
+        p.append(f"eos_size must be in [2, {n_train}], got {cfg.eos_size}")
+    if cfg.protocol_large_size > n_train:
+        p.append(f"protocol_large_size ({cfg.protocol_large_size}) is larger than the training set ({n_train})")
+    if cfg.batch_size > n_train:
+        p.append(f"batch_size ({cfg.batch_size}) is larger than the training set ({n_train})")
     return p
 
 

@@ -324,7 +324,7 @@ def section_records(section: str, arch: str, cfg, study_dir: str | Path | None =
     from the shared cache, computing what is missing (with a progress bar)."""
     from .units import parse_unit, section_units, unit_key
 
-    wanted = {u: unit_key(section, arch, u, cfg) for u in section_units(section, cfg)}
+    wanted = {u: unit_key(section, arch, u, cfg) for u in section_units(section, cfg, arch)}
     found: dict[Any, dict[str, Any]] = {}
     if study_dir is not None:
         for path in sorted((Path(study_dir) / "units" / section / arch).glob("part*.json")):

@@ -17,18 +17,19 @@ import os
 import shutil
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
 from .errors import TrainingDiverged, RunCacheError  # noqa: F401  (raised here, defined without imports)
-from .config import CACHE_VERSION, TrainConfig
+from .config import ADAM_BETAS, ADAM_EPS, CACHE_VERSION, TrainConfig
 from .data import MNIST, Split, load_mnist, probe_subset
 from .models import build_model
 from .paths import outputs_root
@@ -39,7 +40,10 @@ ENV_RUNS_DIR = "LANDSCAPE_RUNS"
 EVAL_TRAIN_SIZE = 10_000
 EVAL_TRAIN_SEED = 0
 EVAL_BATCH = 2_000
+# A run that trains to a target loss checks it on this many examples of that fixed subset.
+TARGET_EVAL_SIZE = 2_048
 RUN_FILES = ("config.json", "init.pt", "final.pt", "history.json")
+CHECKPOINT_FILE = "checkpoints.pt"
 
 
 @dataclass(frozen=True)
@@ -73,6 +77,20 @@ class Run:
     @property
     def final_metrics(self) -> dict[str, float]:
         return self.history["epochs"][-1]
+
+    def checkpoints(self) -> dict[str, list]:
+        """The run's snapshots: ``steps``, ``params`` (state dicts), ``lr`` (the learning rate in
+        force) and ``adam`` (Adam's ``exp_avg_sq`` by parameter name, ``step``, ``betas``, ``eps``;
+        None for other optimisers and at step 0), one entry per checkpoint step.
+
+        Raises:
+            RunCacheError: the run was trained without checkpoints.
+        """
+        path = self.path / CHECKPOINT_FILE
+        if not path.is_file():
+            raise RunCacheError(f"{self.path}: trained without checkpoints (config.checkpoints = "
+                                f"{self.config.checkpoints})")
+        return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def resolve_runs_dir(runs_dir: str | os.PathLike | None = None) -> Path:
@@ -183,12 +201,17 @@ def _write_run(folder: Path, config: TrainConfig, init_state: dict, final_state:
     (folder / "config.json").write_text(json.dumps(config.to_dict(), indent=1))
     torch.save(init_state, folder / "init.pt")
     torch.save(final_state, folder / "final.pt")
+    history = dict(history)
+    files = list(RUN_FILES)
+    if "checkpoints" in history:  # tensors: a plain torch file of lists and state dicts beside the history
+        torch.save(history.pop("checkpoints"), folder / CHECKPOINT_FILE)
+        files.append(CHECKPOINT_FILE)
     (folder / "history.json").write_text(json.dumps(history))
     manifest = {
         "cache_version": CACHE_VERSION,
         "key": config.key(),
         "config": config.to_dict(),
-        "files": {name: _sha256(folder / name) for name in RUN_FILES},
+        "files": {name: _sha256(folder / name) for name in files},
         "train_seconds": round(seconds, 2),
         "torch": torch.__version__,
     }
@@ -213,22 +236,80 @@ def evaluate(model: nn.Module, split: Split, device: torch.device) -> tuple[floa
 
 
 def make_optimizer(config: TrainConfig, params) -> torch.optim.Optimizer:
+    """The optimiser ``config`` names, over ``params`` (see ``config.OPTIMIZERS``)."""
     if config.optimizer == "sgd":
         return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum,
                                weight_decay=config.weight_decay)
-    return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+    if config.optimizer == "adadelta":
+        return torch.optim.Adadelta(params, lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.Adam(params, lr=config.lr, betas=ADAM_BETAS, eps=ADAM_EPS, weight_decay=config.weight_decay)
+
+
+def checkpoint_steps(total_steps: int, count: int) -> list[int]:
+    """``count`` distinct steps from 0 (the initialisation) to ``total_steps``, log-spaced in between
+    (fewer when there are fewer than ``count`` steps in all); empty for ``count = 0``."""
+    if count == 0:
+        return []
+    if total_steps + 1 <= count:
+        return list(range(total_steps + 1))
+    # Rounding log-spaced points repeats small steps; widen the grid until count - 1 distinct steps ≥ 1 remain.
+    for m in range(count - 1, 10 * count + total_steps):
+        inner = np.unique(np.rint(np.geomspace(1, total_steps, m)).astype(int))
+        if len(inner) >= count - 1:
+            break
+    return [0, *sorted(int(v) for v in inner[np.linspace(0, len(inner) - 1, count - 1).round().astype(int)])]
 
 
 def _cpu_state(model: nn.Module) -> dict[str, Tensor]:
     return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
 
 
-def train(config: TrainConfig, mnist: MNIST, progress: bool = True
+def _adam_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any] | None:
+    """Adam's second moments by parameter name and its step count (what its preconditioner needs);
+    ``None`` for other optimisers and before the first step."""
+    if not isinstance(optimizer, torch.optim.Adam):
+        return None
+    named = dict(model.named_parameters())
+    if not all(optimizer.state.get(p) for p in named.values()):
+        return None
+    first = optimizer.state[next(iter(named.values()))]
+    return {"exp_avg_sq": {k: optimizer.state[p]["exp_avg_sq"].detach().to("cpu", copy=True).contiguous()
+                           for k, p in named.items()},
+            "step": int(first["step"]), "betas": list(ADAM_BETAS), "eps": ADAM_EPS}
+
+
+class _Snapshots:
+    """The checkpoint recorder: parameters, learning rate and Adam's state at each checkpoint step."""
+
+    def __init__(self) -> None:
+        self.record: dict[str, list] = {"steps": [], "params": [], "lr": [], "adam": []}
+
+    def __call__(self, step: int, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+        self.record["steps"].append(step)
+        self.record["params"].append(_cpu_state(model))
+        self.record["lr"].append(float(optimizer.param_groups[0]["lr"]))
+        self.record["adam"].append(_adam_state(model, optimizer))
+
+
+Callback = Callable[[int, nn.Module, torch.optim.Optimizer], None]
+
+
+def train(config: TrainConfig, mnist: MNIST, progress: bool = True, on_checkpoint: Callback | None = None
           ) -> tuple[dict[str, Tensor], dict[str, Tensor], dict[str, Any]]:
     """Train one model as ``config`` says; no caching (see :func:`train_or_load`).
 
+    Args:
+        config: the run.
+        mnist: the data.
+        progress: show a progress bar.
+        on_checkpoint: called as ``on_checkpoint(step, model, optimizer)`` at each of the run's
+            checkpoint steps (:func:`checkpoint_steps`; step 0 before the first update, then right
+            after the update that ends the step). It may measure the model but must not change
+            it or the optimiser; the loop never lets it see a half-done step.
+
     Returns:
-        (initial state dict, final state dict, history).
+        (initial state dict, final state dict, history). With ``config.checkpoints`` the history
+        also holds ``checkpoints``: the snapshots (parameters, lr, Adam state) at those steps.
 
     Raises:
         TrainingDiverged: the loss became NaN or infinite.
@@ -247,6 +328,9 @@ def train(config: TrainConfig, mnist: MNIST, progress: bool = True
         train_split = Split(sub.x, sub.y)
     eval_split = probe_subset(train_split, min(EVAL_TRAIN_SIZE, len(train_split)), EVAL_TRAIN_SEED)
     eval_train = Split(eval_split.x, eval_split.y)
+    # The target check reads the first TARGET_EVAL_SIZE examples of that fixed subset (a random
+    # sample of it, since the subset is in random order).
+    target_split = Split(eval_train.x[:TARGET_EVAL_SIZE], eval_train.y[:TARGET_EVAL_SIZE])
     x_all, y_all = train_split.x.to(device), train_split.y.to(device)
     n = len(train_split)
     steps_per_epoch = math.ceil(n / config.batch_size)
@@ -255,6 +339,21 @@ def train(config: TrainConfig, mnist: MNIST, progress: bool = True
         total_steps = min(total_steps, config.max_steps)
     order = torch.Generator().manual_seed(config.data_seed)
     optimizer = make_optimizer(config, model.parameters())
+    scheduler = (torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=config.lr_gamma)
+                 if config.lr_gamma != 1.0 else None)
+    snapshots = _Snapshots() if config.checkpoints else None
+    callbacks = [c for c in (snapshots, on_checkpoint) if c is not None]
+    if on_checkpoint is not None and not config.checkpoints:
+        raise ValueError("on_checkpoint needs checkpoint steps: set the configuration's checkpoints (>= 2)")
+    marks = set(checkpoint_steps(total_steps, config.checkpoints))
+    marked: list[int] = []
+
+    def checkpoint(step: int) -> None:
+        if step in marked:
+            return
+        marked.append(step)
+        for callback in callbacks:
+            callback(step, model, optimizer)
 
     def epoch_record(epoch: int, step: int, running: float | None) -> dict[str, Any]:
         train_loss, train_acc = evaluate(model, eval_train, device)
@@ -266,13 +365,17 @@ def train(config: TrainConfig, mnist: MNIST, progress: bool = True
         "steps_per_epoch": steps_per_epoch, "total_steps": total_steps, "train_examples": n,
         "eval_train_examples": len(eval_train), "step_loss": [], "epochs": [epoch_record(0, 0, None)],
     }
+    if config.target_loss is not None:
+        history.update(target_examples=len(target_split), target_checks=[])
     step_loss: list[float] = history["step_loss"]
     bar = tqdm(total=total_steps, disable=not progress, unit="step", mininterval=1.0,
                desc=f"{config.arch} epoch 1/{config.epochs}")
     model.train()
-    step = 0
+    if 0 in marks:
+        checkpoint(0)
+    step, epoch, stopped = 0, 0, "steps"
     for epoch in range(1, config.epochs + 1):
-        if step >= total_steps:
+        if step >= total_steps or stopped == "target":
             break
         bar.set_description(f"{config.arch} epoch {epoch}/{config.epochs}")
         perm = torch.randperm(n, generator=order).to(device)
@@ -291,13 +394,36 @@ def train(config: TrainConfig, mnist: MNIST, progress: bool = True
                 raise TrainingDiverged(
                     f"{config.arch}: training loss became {value} at step {step + 1} (epoch "
                     f"{epoch}); lower the learning rate (lr={config.lr}) and try again. "
-                    "Nothing was saved.")
+                    "Nothing was saved.", step=step + 1)
             step_loss.append(value)
             step += 1
             bar.update(1)
             if step % 50 == 0:
                 bar.set_postfix(loss=f"{value:.3f}", refresh=False)
-        running = sum(step_loss[epoch_start:]) / max(1, step - epoch_start)
-        history["epochs"].append(epoch_record(epoch, step, running))
+            if step in marks:
+                checkpoint(step)
+            if config.target_loss is not None and step % config.target_every == 0:
+                target = evaluate(model, target_split, device)[0]
+                history["target_checks"].append([step, target])
+                if not math.isfinite(target):
+                    bar.close()
+                    raise TrainingDiverged(f"{config.arch}: the training loss became {target} at step {step}",
+                                           step=step)
+                if target <= config.target_loss:
+                    stopped = "target"
+                    break
+        if scheduler is not None:
+            scheduler.step()
+        if config.target_loss is None:
+            running = sum(step_loss[epoch_start:]) / max(1, step - epoch_start)
+            history["epochs"].append(epoch_record(epoch, step, running))
     bar.close()
+    if config.target_loss is not None:  # one final record instead of one per epoch
+        history["epochs"].append(epoch_record(epoch, step, None))
+    if callbacks:
+        checkpoint(step)  # the last step is always a checkpoint (also after an early stop)
+    history["stopped"] = {"reason": stopped, "step": step}
+    if snapshots is not None:
+        history["checkpoint_steps"] = list(snapshots.record["steps"])
+        history["checkpoints"] = snapshots.record
     return init_state, _cpu_state(model), history

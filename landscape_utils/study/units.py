@@ -37,8 +37,25 @@ class RunId(NamedTuple):
     data: int
 
 
-# A seed (per-seed sections) or a pair of runs (pairwise sections).
-Unit = int | tuple[RunId, RunId]
+class Cell(NamedTuple):
+    """One unit of the optimisation-dynamics section: a part, a setting and a seed.
+
+    Parts: ``"opt"`` (an optimiser recipe's run: its trajectory and the protocol measurements;
+    setting = the recipe), ``"sizes"`` (λmax against the Hessian's sample size; no setting),
+    ``"sweep"`` (a batch-size / learning-rate cell, setting ``"b<batch>-lr<lr>-<scaling>"``) and
+    ``"eos"`` (full-batch gradient descent, setting ``"m<multiple>"``: 2/η = multiple × the initial
+    sharpness). Named ``opt-adam-s0``, ``sizes-s0``, ``sweep-b4096-lr0.01-linear-s1``, ``eos-m1.06-s0``.
+    """
+
+    part: str
+    setting: str
+    seed: int
+
+
+CELL_PARTS = ("opt", "sizes", "sweep", "eos")
+
+# A seed (per-seed sections), a pair of runs (pairwise sections) or a dynamics cell.
+Unit = int | tuple[RunId, RunId] | Cell
 
 _RUN_NAME = re.compile(r"s(\d+)|i(\d+)d(\d+)")
 
@@ -82,16 +99,27 @@ def pair_kind(pair: tuple[RunId, RunId]) -> str:
     return "same-init" if a.init == b.init else "same-data" if a.data == b.data else "independent"
 
 
-def section_units(section: str | Section, cfg) -> list[Unit]:
-    """The units of ``section`` for the study settings ``cfg``: its seeds, or its pairs of runs
-    (:attr:`~landscape_utils.study.settings.StudyConfig.connectivity_pairs`)."""
+def section_units(section: str | Section, cfg, arch: str | None = None) -> list[Unit]:
+    """The units of ``section`` for the study settings ``cfg``: its seeds, its pairs of runs
+    (:attr:`~landscape_utils.study.settings.StudyConfig.connectivity_pairs`) or, for a per-cell
+    section, the cells of ``arch`` (:meth:`~landscape_utils.study.settings.StudyConfig.dynamics_cells`).
+
+    Raises:
+        ValueError: a per-cell section without ``arch``.
+    """
     sec = section if isinstance(section, Section) else check_section(section)
+    if sec.per == "cell":
+        if arch is None:
+            raise ValueError(f"section {sec.key!r} has units per architecture: pass arch")
+        return list(cfg.dynamics_cells(arch))
     return list(cfg.connectivity_pairs) if sec.per == "pair" else list(cfg.seeds)
 
 
 def unit_name(unit: Unit) -> str:
     """``"s3"`` for seed 3; ``"s0-s1"`` for the pair of seeds 0 and 1; ``"s0-i0d1000"`` for seed
-    0's run and the run with initialisation 0 and data order 1000."""
+    0's run and the run with initialisation 0 and data order 1000; ``"opt-adam-s0"`` for a cell."""
+    if isinstance(unit, Cell):
+        return "-".join(p for p in (unit.part, unit.setting, f"s{unit.seed}") if p)
     return "-".join(run_name(u) for u in unit) if isinstance(unit, tuple) else f"s{unit}"
 
 
@@ -99,9 +127,11 @@ def parse_unit(name: str) -> Unit:
     """Inverse of :func:`unit_name`.
 
     Raises:
-        ValueError: not a seed ``s<int>`` or a pair of runs ``<run>-<run>``.
+        ValueError: not a seed ``s<int>``, a pair of runs ``<run>-<run>`` or a cell.
     """
     parts = name.split("-")
+    if parts[0] in CELL_PARTS and len(parts) >= 2 and re.fullmatch(r"s\d+", parts[-1]):
+        return Cell(parts[0], "-".join(parts[1:-1]), int(parts[-1][1:]))
     try:
         if len(parts) == 1 and parts[0].startswith("s"):
             run = parse_run(parts[0])
@@ -121,12 +151,43 @@ def study_runs(cfg) -> list[RunId]:
 
 
 def unit_runs(unit: Unit) -> tuple[RunId, ...]:
-    """The training runs a unit reads."""
+    """The study's training runs a unit reads (the workflow trains them first). A cell reads the
+    study's run of its seed when it is the study's optimiser or the sample-size study; its other
+    runs it trains itself (:func:`unit_train_configs`)."""
+    if isinstance(unit, Cell):
+        study_run = unit.part == "sizes" or (unit.part == "opt" and unit.setting == "study")
+        return (RunId(unit.seed, unit.seed),) if study_run else ()
     return tuple(map(as_run, unit)) if isinstance(unit, tuple) else (RunId(unit, unit),)
 
 
+def unit_train_configs(arch: str, unit: Unit, cfg) -> list:
+    """Every training run (``TrainConfig``) a unit's results depend on: the study's runs it reads
+    and the runs a dynamics cell trains itself (full-batch gradient descent trains inside its job
+    and has none)."""
+    configs = [cfg.run_config(arch, r) for r in unit_runs(unit)]
+    if isinstance(unit, Cell) and unit.part == "opt" and unit.setting != "study":
+        configs.append(cfg.recipe_config(arch, unit.setting, unit.seed))
+    elif isinstance(unit, Cell) and unit.part == "sweep":
+        configs.append(cfg.sweep_config(arch, *parse_sweep_setting(unit.setting), unit.seed))
+    return configs
+
+
+def parse_sweep_setting(setting: str) -> tuple[int, float, str]:
+    """``"b4096-lr0.01-linear"`` as (batch size, base learning rate, scaling).
+
+    Raises:
+        ValueError: not of that form.
+    """
+    m = re.fullmatch(r"b(\d+)-lr([0-9.e+-]+)-(none|linear)", setting)
+    if not m:
+        raise ValueError(f"a sweep setting is 'b<batch>-lr<lr>-<none|linear>', got {setting!r}")
+    return int(m[1]), float(m[2]), m[3]
+
+
 def unit_seeds(unit: Unit) -> tuple[int, ...]:
-    """The study seeds of a unit's runs (each run's initialisation seed)."""
+    """The study seeds of a unit's runs (each run's initialisation seed; a cell's seed)."""
+    if isinstance(unit, Cell):
+        return (unit.seed,)
     return tuple(r.init for r in unit_runs(unit))
 
 
@@ -156,6 +217,12 @@ class SectionSettings:
     def run_config(self, arch: str, run):
         return self._cfg.run_config(arch, run)
 
+    def recipe_config(self, arch: str, recipe: str, seed: int):
+        return self._cfg.recipe_config(arch, recipe, seed)
+
+    def sweep_config(self, arch: str, batch_size: int, lr: float, scaling: str, seed: int):
+        return self._cfg.sweep_config(arch, batch_size, lr, scaling, seed)
+
     def declared(self) -> dict[str, Any]:
         """The declared settings' values (plain JSON types)."""
         plain = self._cfg.to_dict()
@@ -176,7 +243,7 @@ def unit_key(section: str | Section, arch: str, unit: Unit, cfg) -> str:
     payload = {
         "schema": SCHEMA_VERSION, "section": sec.key, "arch": arch, "unit": unit_name(unit),
         "settings": SectionSettings(cfg, sec).declared(), "source": probes_source_digest(sec),
-        "runs": [cfg.run_config(arch, r).key() for r in unit_runs(unit)],
+        "runs": [c.key() for c in unit_train_configs(arch, unit, cfg)],
         "upstream": {u: unit_key(u, arch, unit, cfg) for u in sec.reads},
     }
     return short_hash(payload)
@@ -191,7 +258,7 @@ def cache_path(section: str, arch: str, unit: Unit, key: str) -> Path:
     return cache_root() / section / arch / f"{unit_name(unit)}-{key}.json"
 
 
-def unit_blocks(section: str | Section, cfg, block_size: int = 0) -> list[list[Unit]]:
+def unit_blocks(section: str | Section, cfg, block_size: int = 0, arch: str | None = None) -> list[list[Unit]]:
     """The section's units cut into consecutive blocks of ``block_size`` (0: one block), one
     workflow job each: one unit per job fans out on a cluster; a few large blocks spare a 2-core
     machine most of the per-job start-up (Python, torch, MNIST: about 2 s a job).
@@ -201,8 +268,9 @@ def unit_blocks(section: str | Section, cfg, block_size: int = 0) -> list[list[U
     """
     if not isinstance(block_size, int) or block_size < 0:
         raise ValueError(f"block size must be a non-negative integer, got {block_size!r}")
-    all_units = section_units(section, cfg)
-    size = block_size or max(1, len(all_units))
+    sec = section if isinstance(section, Section) else check_section(section)
+    all_units = section_units(sec, cfg, arch)
+    size = block_size or sec.block or max(1, len(all_units))
     return [all_units[i:i + size] for i in range(0, len(all_units), size)]
 
 
@@ -215,13 +283,13 @@ def block_path(study_dir: str | Path, section: str, arch: str, index: int, count
     return Path(study_dir) / "units" / section / arch / f"{block_name(index, count)}.json"
 
 
-def block_units(section: str | Section, cfg, block_size: int, name: str) -> list[Unit]:
+def block_units(section: str | Section, cfg, block_size: int, name: str, arch: str | None = None) -> list[Unit]:
     """The units of the block called ``name`` (``"part2of5"``) under this block size.
 
     Raises:
         ValueError: a name that is not one of the section's blocks.
     """
-    blocks = unit_blocks(section, cfg, block_size)
+    blocks = unit_blocks(section, cfg, block_size, arch)
     names = [block_name(i, len(blocks)) for i in range(len(blocks))]
     if name not in names:
         raise ValueError(f"no block {name!r}; blocks: {', '.join(names)}")

@@ -39,12 +39,12 @@ wildcard_constraints:
 
 
 def block_files(section, arch):
-    n = len(units.unit_blocks(section, CFG, BLOCK))
+    n = len(units.unit_blocks(section, CFG, BLOCK, arch))
     return [str(units.block_path(SD, section, arch, i, n)) for i in range(n)]
 
 
-def block_units(section, block):
-    return units.block_units(section, CFG, BLOCK, block)
+def block_units(section, block, arch):
+    return units.block_units(section, CFG, BLOCK, block, arch)
 
 
 def run_files(arch, unit_list):

@@ -29,18 +29,18 @@ rule train:
 
 rule probe:
     input:
-        runs=lambda w: run_files(w.arch, block_units(w.section, w.block)),
+        runs=lambda w: run_files(w.arch, block_units(w.section, w.block, w.arch)),
         upstream=lambda w: [str(units.block_path(SD, u, w.arch, *_block_index(w.block)))
                             for u in registry.SECTIONS[w.section].reads],
     output:
         f"{SD}/units/{{section}}/{{arch}}/{{block}}.json",
     params:
-        key=lambda w: short_hash([units.unit_key(w.section, w.arch, u, CFG) for u in block_units(w.section, w.block)]),
-        units=lambda w: " ".join(units.unit_name(u) for u in block_units(w.section, w.block)),
+        key=lambda w: short_hash([units.unit_key(w.section, w.arch, u, CFG) for u in block_units(w.section, w.block, w.arch)]),
+        units=lambda w: " ".join(units.unit_name(u) for u in block_units(w.section, w.block, w.arch)),
     threads: 1
     resources:
         mem_mb=lambda w: registry.SECTIONS[w.section].mem_mb,
-        runtime=lambda w: registry.SECTIONS[w.section].runtime_min * len(block_units(w.section, w.block)),
+        runtime=lambda w: registry.SECTIONS[w.section].runtime_min * len(block_units(w.section, w.block, w.arch)),
         gpu=lambda w: GPU if registry.SECTIONS[w.section].gpu else 0,
     shell:
         "OMP_NUM_THREADS={threads} {PY} -m landscape_utils probe {wildcards.section} --arch {wildcards.arch} "
