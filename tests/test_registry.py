@@ -76,7 +76,7 @@ def test_section_entries_resolve(section):
     assert callable(section.summarise_function())
     order = list(registry.SECTIONS)
     assert all(order.index(r) < order.index(section.key) for r in section.reads), "a section reads earlier sections only"
-    assert section.per in ("seed", "pair")
+    assert section.per in ("seed", "pair", "cell")
 
 
 def test_comparison_notebook_exists():

@@ -21,6 +21,7 @@ sys.path.insert(0, str(FIXTURES))
 import fixture_notebooks as fx  # noqa: E402
 
 ARCHS = ("mlp", "cnn")
+N_SECTIONS = len(fx.PROBES)  # one fixture notebook per registered section
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +67,7 @@ def test_ids_unique_and_toc_targets(built):
     assert len(ids) == len(set(ids))
     nav = re.search(r"<nav[^>]*report-toc.*?</nav>", built, re.S).group(0)
     hrefs = re.findall(r'href="#([^"]+)"', nav)
-    assert len(hrefs) == len(set(hrefs)) == 3 + 5 * 5 + 1  # intro + 2 subsections, 5 x (section + 4), conclusion
+    assert len(hrefs) == len(set(hrefs)) == 3 + N_SECTIONS * 5 + 1  # intro + 2 subsections, sections x (section + 4), conclusion
     assert '<a href="#introduction-data-and-the-loss-l">Data and the loss <math' in nav  # math kept in TOC
     headings = {i for _, i, _ in report.report_outline(built)}
     assert set(hrefs) <= headings
@@ -84,15 +85,15 @@ def test_no_code_no_leaks_no_errors(built):
     assert "application/vnd.jupyter.widget" not in built
     # tqdm's carriage-return rewrites keep only the final bar; ANSI colour is stripped
     assert "10/10" not in text and "0%|" not in text  # stderr (progress bars) never reaches the report
-    assert text.count("all checks OK") == 2 * 5
+    assert text.count("all checks OK") == 2 * N_SECTIONS
 
 
 def test_images_embedded(built):
     srcs = re.findall(r'<img[^>]*\ssrc="([^"]+)"', built)
     pngs = [s for s in srcs if s.startswith("data:image/png;base64,")]
     svgs = [s for s in srcs if s.startswith("data:image/svg+xml;base64,")]
-    # 2 archs x 5 probe figures + 5 summary figures + 1 local markdown image; 2 inline SVGs
-    assert (len(pngs), len(svgs), len(srcs)) == (2 * 5 + 5 + 1, 2, 18)
+    # 2 archs x one figure per section + one summary figure per section + 1 local markdown image; 2 inline SVGs
+    assert (len(pngs), len(svgs), len(srcs)) == (3 * N_SECTIONS + 1, 2, 3 * N_SECTIONS + 3)
     for src in pngs:
         data = base64.b64decode(src.split(",", 1)[1])
         assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 30
@@ -228,7 +229,7 @@ def test_refuses_untagged_summary_cell(copy_tree):
 
 
 def test_names_every_missing_notebook(copy_tree):
-    with pytest.raises(report.NotebookMissingError, match="5 executed notebook") as err:
+    with pytest.raises(report.NotebookMissingError, match=f"{N_SECTIONS} executed notebook") as err:
         report.assemble_notebook(copy_tree, ("mlp", "cnn", "rescnn"))
     for _, stem, _ in fx.PROBES:
         assert str(copy_tree / "executed" / "rescnn" / f"{stem}.ipynb") in str(err.value)
