@@ -241,6 +241,9 @@ def plot_sweep(sweep: Sequence[Mapping[str, Any]], arch: str, target: float) -> 
                     ax.errorbar(xs, means, yerr=[np.subtract(means, lows), np.subtract(highs, means)], color=c, ls=ls,
                                 marker="o", capsize=3, label=f"lr {lr:g}, {'scaled by batch/64' if scaling == 'linear' else 'unscaled'}")
         log_axis(ax, "x")
+        shown = [v for r in sweep for v, d in zip(r[key], r["diverged"]) if not d and v is not None]
+        if shown and min(shown) > 0:  # runs that missed the target sit orders of magnitude above the rest
+            log_axis(ax, "y")
         ax.set_xlabel("batch size")
         ax.set_ylabel("λmax (probe set)" if key == "lambda_max" else "E[ΔL], filter noise")
         ax.set_title("λmax at the target loss" if key == "lambda_max" else "filter-normalised flatness at the target loss",
