@@ -14,7 +14,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 OUT = HERE.parent / "outputs" / "bench"
-SUITES = ["bench_training", "bench_curvature", "bench_evaluation", "bench_threads"]
+SUITES = ["bench_training", "bench_curvature", "bench_evaluation", "bench_threads", "bench_dynamics"]
 
 
 def main() -> int:

@@ -110,10 +110,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _threads() -> None:
-    # One math thread unless told otherwise: jobs run side by side, one per core.
-    import torch
+    # One math thread unless told otherwise (jobs run side by side, one per core); freed memory kept.
+    from .study.runtime import configure_job_runtime
 
-    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or 1))
+    configure_job_runtime()
 
 
 def _cmd_train(args) -> int:

@@ -10,9 +10,12 @@ import pytest
 import torch
 from torch import nn
 
+from landscape_utils.study.runtime import keep_freed_memory
+
 # One math thread: on a shared 2-core machine a second thread under contention makes tiny
-# tensor ops many times slower, and no test measures speed.
+# tensor ops many times slower, and no test measures speed. Freed memory kept, as in the jobs.
 torch.set_num_threads(1)
+keep_freed_memory()
 
 REPO = Path(__file__).resolve().parents[1]
 # The read-only MNIST copy the tests and CI use (the folder holding MNIST/raw/).

@@ -91,6 +91,23 @@ def test_krylov_basis_is_orthonormal_and_tridiagonalises(tiny_cnn, tiny_image_da
     assert both.basis.trace() == pytest.approx(float(torch.trace(Q @ H @ Q.T)), rel=1e-12)
 
 
+@pytest.mark.parametrize("warm", [False, True])
+def test_top_eigs_keep_their_basis_when_asked(tiny_cnn, tiny_image_data, warm):
+    H = exact_hessian(tiny_cnn, tiny_image_data)
+    start = torch.linalg.eigh(H).eigenvectors[:, -1] + 0.3 * torch.randn(H.shape[0], dtype=H.dtype) if warm else None
+    kept = lanczos_top_eigs(tiny_cnn, F.cross_entropy, tiny_image_data, gen(4), criterion="gap", start=start,
+                            keep_basis=True)
+    plain = lanczos_top_eigs(tiny_cnn, F.cross_entropy, tiny_image_data, gen(4), criterion="gap", start=start)
+    assert plain.basis is None and "basis" not in kept.to_dict()
+    assert kept.eigenvalues == plain.eigenvalues and kept.n_hvp == plain.n_hvp  # asking changes nothing else
+    Q = kept.basis.vectors
+    assert kept.basis.m == kept.n_hvp  # the basis at the stop: one vector per HVP
+    torch.testing.assert_close(Q @ Q.T, torch.eye(kept.basis.m, dtype=torch.float64), atol=1e-12, rtol=0)
+    np.testing.assert_allclose((Q @ H @ Q.T).numpy(), kept.basis.tridiagonal(), atol=1e-10)
+    # Its top Ritz value is the result's eigenvalue.
+    assert np.linalg.eigvalsh(kept.basis.tridiagonal())[-1] == pytest.approx(kept.eigenvalues[0], rel=1e-12)
+
+
 # --------------------------------------------------------------------------- Hutch++ on the Lanczos basis
 
 
@@ -243,3 +260,21 @@ def test_curvature_of_counts_every_hvp_once_and_shares_soundly(tiny_mlp, tiny_da
         [float(z @ H @ z) for z in jobs.slq_spectral_density(
             tiny_mlp, F.cross_entropy, tiny_data, gen(1), n_vectors=2, n_steps=8,
             keep_products=True).probe_products[0]], rel=1e-9)
+
+
+def test_hvp_layout_copy_leaves_the_callers_model_and_changes_no_product(tiny_mlp, tiny_cnn, tiny_image_data):
+    from landscape_utils.study.jobs import for_hvps
+
+    assert for_hvps(tiny_mlp) is tiny_mlp  # nothing to convert without convolutions
+    last = tiny_cnn.to(memory_format=torch.channels_last)
+    copy = for_hvps(last)
+    assert copy is not last
+    # The caller's model stays channels_last (conv 3->4's weight is not contiguous in the default
+    # layout); the copy is contiguous throughout.
+    assert last[2].weight.is_contiguous(memory_format=torch.channels_last) and not last[2].weight.is_contiguous()
+    assert all(p.is_contiguous() for p in copy.parameters())
+    v = torch.randn(sum(p.numel() for p in last.parameters()), generator=gen(5), dtype=torch.float64)
+    x, y = tiny_image_data
+    products = [hessian_module.HessianOperator(m, F.cross_entropy, (x.contiguous(memory_format=torch.channels_last), y))
+                .matvec(v) for m in (last, copy)]
+    torch.testing.assert_close(products[0], products[1], rtol=1e-10, atol=1e-12)

@@ -194,11 +194,10 @@ def _quad_loss(model):
     return lambda out, y: 0.5 * out @ model.a @ out
 
 
-@pytest.mark.parametrize("angle", [0.0, 0.05, 0.3])
-def test_warm_start_across_an_eigenvalue_crossing_finds_the_new_top(angle):
-    # Snapshot 1: λ1 = 5 along e0, λ2 = 4.9 along e1. Snapshot 2: the two have crossed (and rotated by
-    # `angle`), so the old top eigenvector is now (close to) the *second* one. A warm start from it
-    # must still return the new λmax, as a cold start does.
+def _crossing(angle: float) -> tuple[Quadratic, Quadratic, torch.Tensor]:
+    """Snapshot 1: λ1 = 5 along e0, λ2 = 4.9 along e1. Snapshot 2: the two have crossed (and rotated
+    by ``angle``), so the old top eigenvector is now (close to) the *second* one. Returns both
+    models and snapshot 2's eigenvalues."""
     n = 12
     base = torch.linspace(0.1, 3.0, n, dtype=torch.float64)
     d1, d2 = base.clone(), base.clone()
@@ -207,7 +206,13 @@ def test_warm_start_across_an_eigenvalue_crossing_finds_the_new_top(angle):
     c, s = math.cos(angle), math.sin(angle)
     r = torch.eye(n, dtype=torch.float64)
     r[0, 0], r[0, 1], r[1, 0], r[1, 1] = c, -s, s, c
-    m1, m2 = Quadratic(torch.diag(d1)), Quadratic(r @ torch.diag(d2) @ r.T)
+    return Quadratic(torch.diag(d1)), Quadratic(r @ torch.diag(d2) @ r.T), d2
+
+
+@pytest.mark.parametrize("angle", [0.0, 0.05, 0.3])
+def test_warm_start_across_an_eigenvalue_crossing_finds_the_new_top(angle):
+    # A warm start from snapshot 1's top eigenvector must still return the new λmax, as a cold start does.
+    m1, m2, _ = _crossing(angle)
     data = (torch.zeros(1), torch.zeros(1))
     first = lanczos_top_eigs(m1, _quad_loss(m1), data, torch.Generator().manual_seed(0), tol=1e-8, criterion="gap")
     assert first.eigenvalues[0] == pytest.approx(5.0, rel=1e-8)
@@ -215,6 +220,25 @@ def test_warm_start_across_an_eigenvalue_crossing_finds_the_new_top(angle):
                             start=first.eigenvectors[0])
     cold = lanczos_top_eigs(m2, _quad_loss(m2), data, torch.Generator().manual_seed(2), tol=1e-8, criterion="gap")
     assert warm.eigenvalues[0] == pytest.approx(5.0, rel=1e-7) == cold.eigenvalues[0]
+
+
+@pytest.mark.parametrize("angle", [0.0, 0.05, 0.3])
+def test_the_trajectorys_two_vector_warm_start_and_trace_across_a_crossing(angle):
+    # The same crossing through the study's snapshot step (v₁ + 0.3·v₂ start, Hutch++ on the basis).
+    from types import SimpleNamespace
+
+    from landscape_utils.study.dynamics import top_and_trace
+
+    m1, m2, d2 = _crossing(angle)
+    data, cfg = (torch.zeros(1), torch.zeros(1)), SimpleNamespace(lanczos_tol=1e-8, trajectory_trace_probes=4)
+    gl, gt = torch.Generator().manual_seed(0), torch.Generator().manual_seed(1)
+    first, _, start = top_and_trace(m1, data, cfg, gl, gt, loss_fn=_quad_loss(m1))
+    # The start holds both top directions: e0 (λ 5) with weight 1, e1 (λ 4.9) with weight 0.3.
+    torch.testing.assert_close(start.abs()[:2], torch.tensor([1.0, 0.3], dtype=torch.float64), atol=1e-6, rtol=0)
+    top, trace, _ = top_and_trace(m2, data, cfg, gl, gt, start=start, loss_fn=_quad_loss(m2))
+    assert first.eigenvalues[0] == pytest.approx(5.0, rel=1e-8) and top.eigenvalues[0] == pytest.approx(5.0, rel=1e-7)
+    assert trace.method == "hutch++ (lanczos basis)"
+    assert abs(trace.estimate - float(d2.sum())) <= 4 * trace.stderr + 1e-9
 
 
 # --------------------------------------------------------------------------- settings, cells, keys
@@ -332,4 +356,7 @@ def test_kendall_results_see_a_monotone_relation():
     res = D.kendall_results(runs)
     assert res["lambda_max"]["gap_loss"]["tau"] == pytest.approx(1.0)
     assert res["filter_flatness"]["gap_error"]["tau"] == pytest.approx(-1.0)
-    assert "sharper runs had larger gaps" in D.kendall_text(res, "runs")
+    text = D.kendall_text(res, "runs")
+    assert "sharper runs had larger gaps" in text and "the other pairs are not resolved" in text  # adaptive: not
+    every = {m: {g: {**r, "low": 0.1, "high": 0.9} for g, r in bg.items()} for m, bg in res.items()}
+    assert D.kendall_text(every, "runs").endswith("exclude 0); every pair is resolved.")

@@ -22,13 +22,14 @@ def gen(seed: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def exact_hessian(model: nn.Module, data) -> torch.Tensor:
-    """(P, P) Hessian of the mean cross-entropy over data, in eval mode, by autograd.functional."""
+def exact_hessian(model: nn.Module, data, loss_fn=F.cross_entropy) -> torch.Tensor:
+    """(P, P) Hessian of the mean loss (cross-entropy unless given) over data, in eval mode, by
+    autograd.functional."""
     x, y = data
     like = params.named_params(model)
 
     def loss_of(flat):
-        return F.cross_entropy(functional_call(model, params.unflatten(flat, like), (x,)), y)
+        return loss_fn(functional_call(model, params.unflatten(flat, like), (x,)), y)
 
     with params.probe_mode(model, train=False):
         return torch.autograd.functional.hessian(loss_of, params.flatten(like).clone())

@@ -14,6 +14,7 @@ from torch import nn
 from landscape_utils.probes import params
 from landscape_utils.probes.lanczos import lanczos_top_eigs
 from landscape_utils.probes.sharpness import adaptive_sharpness, minibatch_top_eigs, training_batches
+from tests.conftest import rescaled_relu
 from tests.test_hessian import exact_hessian
 
 MODELS = [("tiny_mlp", "tiny_data"), ("tiny_relu_mlp", "tiny_data"), ("tiny_cnn", "tiny_image_data")]
@@ -163,20 +164,10 @@ def test_minibatch_refuses_bad_arguments(tiny_mlp, tiny_data, kwargs, fragment):
 # --------------------------------------------------------------------------- adaptive sharpness
 
 
-def rescaled(net: nn.Sequential, c: float) -> nn.Sequential:
-    """Layer 1 (weight and bias) × c, layer 2's weight × 1/c: the same function for c > 0 (ReLU)."""
-    out = copy.deepcopy(net)
-    with torch.no_grad():
-        out[0].weight.mul_(c)
-        out[0].bias.mul_(c)
-        out[2].weight.div_(c)
-    return out
-
-
 @pytest.mark.parametrize("c", [0.25, 3.0, 10.0])
 def test_adaptive_sharpness_invariant_to_relu_rescaling_plain_is_not(tiny_relu_mlp, tiny_data, c):
     x, y = tiny_data
-    other = rescaled(tiny_relu_mlp, c)
+    other = rescaled_relu(tiny_relu_mlp, c)
     torch.testing.assert_close(other(x), tiny_relu_mlp(x), rtol=1e-12, atol=1e-12)  # same function
     a = adaptive_sharpness(tiny_relu_mlp, F.cross_entropy, tiny_data, 0.1, gen(0), steps=10)
     b = adaptive_sharpness(other, F.cross_entropy, tiny_data, 0.1, gen(0), steps=10)

@@ -17,7 +17,6 @@ import scipy.linalg
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call
 
 from landscape_utils.probes import params
 from landscape_utils.probes.hessian import HessianOperator
@@ -26,6 +25,7 @@ from landscape_utils.probes.stability import (PreconditionedOperator, adam_preco
                                               adam_stability_threshold, gd_stability_threshold,
                                               heavy_ball_stability_threshold, preconditioned_top_eig,
                                               stability_threshold)
+from tests.test_hessian import exact_hessian
 
 F64 = torch.float64
 
@@ -134,18 +134,6 @@ def train_adam(model: nn.Module, data, steps: int, groups=None, **kw) -> torch.o
     return opt
 
 
-def mse_hessian(model: nn.Module, data) -> torch.Tensor:
-    """(P, P) Hessian of the mean squared error over data, in eval mode, by autograd.functional."""
-    x, y = data
-    like = params.named_params(model)
-
-    def loss_of(flat):
-        return F.mse_loss(functional_call(model, params.unflatten(flat, like), (x,)), y)
-
-    with params.probe_mode(model, train=False):
-        return torch.autograd.functional.hessian(loss_of, params.flatten(like).clone())
-
-
 ADAM_CASES = {  # name: (steps, param groups or None, Adam keywords)
     "1 step": (1, None, dict(lr=1e-2)),
     "25 steps": (25, None, dict(lr=1e-2)),
@@ -190,7 +178,7 @@ def test_preconditioned_top_eig_matches_exact(name):
     model, data = adam_mlp()
     opt = train_adam(model, data, steps, groups, **kw)
     P = adam_preconditioner_of(opt, model)
-    M = np.diag(1.0 / P.numpy()) @ mse_hessian(model, data).numpy()  # P⁻¹H, not symmetric
+    M = np.diag(1.0 / P.numpy()) @ exact_hessian(model, data, F.mse_loss).numpy()  # P⁻¹H, not symmetric
     ev = scipy.linalg.eigvals(M)
     assert np.abs(ev.imag).max() <= 1e-8 * np.abs(ev.real).max()  # similar to a symmetric matrix
     exact = ev.real.max()
@@ -202,7 +190,7 @@ def test_preconditioned_top_eig_matches_exact(name):
     assert np.linalg.norm(M @ w - exact * w) <= 1e-6 * np.linalg.norm(M @ w)
     assert "preconditioned" in res.hvp_note
     # Not a plain Hessian eigenvalue: the preconditioning matters on this model.
-    assert abs(exact - np.linalg.eigvalsh(mse_hessian(model, data).numpy()).max()) > 0.1 * exact
+    assert abs(exact - np.linalg.eigvalsh(exact_hessian(model, data, F.mse_loss).numpy()).max()) > 0.1 * exact
 
 
 @pytest.mark.parametrize("name, A, P, expected", [

@@ -235,6 +235,10 @@ class EigResult:
     ``"finite differences"``), ``hvp_note`` (why, and for finite differences ε, dtype and error),
     ``hvp_rel_error`` (estimated relative HVP error; None when exact), ``tolerance_used`` (the
     tolerance actually applied: ``max(tol, 10·hvp_rel_error)``) and ``tolerance_note``.
+
+    ``basis``: the run's Krylov basis at the stop when asked for (``keep_basis=True``), e.g. as
+    the sketch of :func:`~landscape_utils.probes.spectrum.hutchpp_lanczos_trace` or for Ritz
+    pairs beyond the wanted ones; otherwise None.
     """
 
     eigenvalues: tuple[float, ...]
@@ -256,10 +260,12 @@ class EigResult:
     atol: float = 0.0
     warm_start: bool = False
     n_hvp_shared: int = 0
+    basis: KrylovBasis | None = field(default=None, repr=False)
 
     def to_dict(self, include_vectors: bool = False) -> dict:
-        """Plain JSON-serialisable values (eigenvectors only if asked: they are P floats each)."""
-        d = {f: getattr(self, f) for f in self.__dataclass_fields__}
+        """Plain JSON-serialisable values (eigenvectors only if asked: they are P floats each;
+        the Krylov basis never)."""
+        d = {f: getattr(self, f) for f in self.__dataclass_fields__ if f != "basis"}
         d = {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items()}
         vecs = d.pop("eigenvectors")
         if include_vectors:
@@ -375,7 +381,7 @@ class _End:
                          n_hvp, converged)
 
     def result(self, proc: LanczosProcess, op: HessianOperator, tol: float, warm: bool, n_hvp: int,
-               shared: int) -> EigResult:
+               shared: int, basis: KrylovBasis | None = None) -> EigResult:
         vals, S, r, bounds, _, converged = self.snapshot
         rel = r / np.maximum(np.abs(vals), np.finfo(np.float64).tiny)
         return EigResult(
@@ -396,6 +402,7 @@ class _End:
             atol=float(self.atol),
             warm_start=warm,
             n_hvp_shared=shared,
+            basis=basis,
         )
 
 
@@ -455,6 +462,17 @@ def _budget(max_iter: int | None, k: int, dim: int) -> int:
     return min(max_iter, dim)  # P steps span the space: T is then exact
 
 
+def _budget_and_start(op, generator: torch.Generator, k: int, max_iter: int | None,
+                      start: Tensor | None) -> tuple[int, Tensor]:
+    """The HVP budget and the unit start vector (``start`` or a random one) of a run on ``op``."""
+    if k > op.dim:
+        raise ValueError(f"k={k} exceeds the number of parameters P={op.dim}")
+    budget = _budget(max_iter, k, op.dim)  # checked before the generator is drawn from
+    q0 = (random_unit_vector(op.dim, generator, op.dtype, op.device) if start is None
+          else start_vector(start, op.dim, op.dtype, op.device))
+    return budget, q0
+
+
 def lanczos_top_eigs(
     model: nn.Module,
     loss_fn: LossFn,
@@ -471,6 +489,7 @@ def lanczos_top_eigs(
     hvp: str = "auto",
     fd_step: float | None = None,
     start: Tensor | None = None,
+    keep_basis: bool = False,
 ) -> EigResult:
     """The k largest (or smallest, i.e. most negative) Hessian eigenpairs by Lanczos.
 
@@ -530,6 +549,7 @@ def lanczos_top_eigs(
             random start from ``generator``. A start close to the wanted eigenvector converges
             in far fewer HVPs; one that is an exact eigenvector of another eigenvalue breaks the
             run down at once and it restarts randomly (see above).
+        keep_basis: also return the run's Krylov basis (``EigResult.basis``, m vectors of P).
 
     Returns:
         :class:`EigResult`; ``converged`` is False if ``max_iter`` ran out first.
@@ -542,7 +562,7 @@ def lanczos_top_eigs(
     check_generator(generator)
     op = HessianOperator(model, loss_fn, data, batch_size=batch_size, train=train, hvp=hvp, fd_step=fd_step)
     return operator_top_eigs(op, generator, k=k, tol=tol, max_iter=max_iter, which=which, atol=atol,
-                             criterion=criterion, start=start)
+                             criterion=criterion, start=start, keep_basis=keep_basis)
 
 
 _OPERATOR_ATTRS = ("matvec", "dim", "dtype", "device", "n_hvp", "hvp_rel_error", "provenance")
@@ -558,6 +578,7 @@ def operator_top_eigs(
     atol: float = 0.0,
     criterion: str = "residual",
     start: Tensor | None = None,
+    keep_basis: bool = False,
 ) -> EigResult:
     """The k largest (or smallest) eigenpairs of any symmetric operator, by the Lanczos of
     :func:`lanczos_top_eigs` (same start vector, restarts, stopping rules and result).
@@ -574,7 +595,8 @@ def operator_top_eigs(
             ``n_hvp`` counts this run's), ``hvp_rel_error`` (estimated relative error of a product,
             None when exact) and ``provenance()`` (a dict of ``hvp_path``, ``hvp_note``,
             ``hvp_rel_error``), e.g. a :class:`HessianOperator`.
-        generator, k, tol, max_iter, which, atol, criterion, start: as in :func:`lanczos_top_eigs`.
+        generator, k, tol, max_iter, which, atol, criterion, start, keep_basis: as in
+            :func:`lanczos_top_eigs`.
 
     Returns:
         :class:`EigResult`; ``converged`` is False if ``max_iter`` ran out first.
@@ -588,15 +610,12 @@ def operator_top_eigs(
                          f"{type(op).__name__} lacks {', '.join(missing)}")
     _check_lanczos_args(k, tol, which, atol, criterion)
     check_generator(generator)
-    if k > op.dim:
-        raise ValueError(f"k={k} exceeds the number of parameters P={op.dim}")
-    max_iter = _budget(max_iter, k, op.dim)
-    q0 = (random_unit_vector(op.dim, generator, op.dtype, op.device) if start is None
-          else start_vector(start, op.dim, op.dtype, op.device))
+    max_iter, q0 = _budget_and_start(op, generator, k, max_iter, start)
     end = _End(which, k, tol, atol, criterion)
     n_before = op.n_hvp  # an operator handed in may already have spent products
     proc = _run_lanczos(op, q0, generator, [end], max_iter)
-    return end.result(proc, op, tol, start is not None, n_hvp=end.snapshot[4] - n_before, shared=0)
+    return end.result(proc, op, tol, start is not None, n_hvp=end.snapshot[4] - n_before, shared=0,
+                      basis=proc.basis() if keep_basis else None)
 
 
 def lanczos_extremes(
@@ -654,11 +673,7 @@ def lanczos_extremes(
     _check_lanczos_args(1, smallest_tol, "smallest", floor, smallest_criterion, name="smallest_")
     check_generator(generator)
     op = HessianOperator(model, loss_fn, data, batch_size=batch_size, train=train, hvp=hvp, fd_step=fd_step)
-    if k > op.dim:
-        raise ValueError(f"k={k} exceeds the number of parameters P={op.dim}")
-    max_iter = _budget(max_iter, k, op.dim)
-    q0 = (random_unit_vector(op.dim, generator, op.dtype, op.device) if start is None
-          else start_vector(start, op.dim, op.dtype, op.device))
+    max_iter, q0 = _budget_and_start(op, generator, k, max_iter, start)
     top = _End("largest", k, tol, 0.0, criterion)
     low = _End("smallest", 1, smallest_tol, floor, smallest_criterion,
                rel_floor=SMALLEST_FLOOR * smallest_tol if smallest_atol is None else 0.0)

@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 from ..study.recipes import RECIPES
 from ..study.registry import colour, label
 from ..study.stats import Interval, mean_interval
-from .plots import BAND_NOTE, log_axis, seed_band
+from .plots import log_axis, seed_band
 from .tables import fmt, markdown_table
 
 RECIPE_COLOURS = {"study": "#4C72B0", "sgd-m0.5": "#DD8452", "sgd": "#55A868", "adam": "#C44E52", "adadelta": "#8172B3"}
@@ -37,58 +37,75 @@ def _rows(values: Sequence[Sequence[float | None]]) -> np.ndarray:
     return np.array([[np.nan if v is None else v for v in row] for row in values], dtype=float)
 
 
-def _band(ax, x, values: np.ndarray, color: str, name: str, ls: str = "-") -> None:
+# The trajectory figure's axes are logarithmic: its bands are intervals of the geometric mean (a
+# t-interval on log values), which stay positive where an arithmetic band over 3 runs reached 0.
+LOG_BAND_NOTE = "band: 95% t-interval of the geometric mean over runs"
+
+
+def _band(ax, x, values: np.ndarray, color: str, name: str, ls: str = "-") -> int:
+    """Geometric mean over runs (rows) with its band; a point where any run lacks a value, or is
+    not positive, is left out. Returns the number of runs drawn."""
     if values.size == 0:
-        return
-    values = values[:, ~np.isnan(values).any(axis=0)]
+        return 0
+    with np.errstate(invalid="ignore"):
+        values = values[:, ~(np.isnan(values) | (values <= 0)).any(axis=0)]
+    if values.shape[1] == 0:
+        return 0
     if values.shape[0] >= 2:
-        mean, low, high = seed_band(values)
+        mean, low, high = np.exp(seed_band(np.log(values)))
         ax.fill_between(x[: values.shape[1]], low, high, color=color, alpha=0.2, lw=0)
     else:
         mean = values[0]
-    ax.plot(x[: values.shape[1]], mean, color=color, ls=ls, lw=2, label=f"{name} (mean of {values.shape[0]})")
+    ax.plot(x[: values.shape[1]], mean, color=color, ls=ls, lw=2, label=name)
+    return values.shape[0]
 
 
 def plot_trajectories(trajectories: Mapping[str, Mapping[str, Any]], arch: str) -> Figure:
     """Per recipe: λmax (probe set), the mini-batch λmax and (Adam) λmax(P⁻¹H) against the optimiser's
-    stability threshold along training (top), and the train loss and tr(H) (bottom); log axes."""
+    stability threshold along training (top), and the train loss and tr(H) (bottom); log axes
+    except tr(H)'s. Each panel's title names its threshold and the runs averaged; one legend."""
     recipes = [r for r, t in trajectories.items() if "steps" in t]
-    fig, axes = plt.subplots(2, len(recipes), figsize=(3.6 * len(recipes), 6.6), squeeze=False, sharex="col")
+    fig, axes = plt.subplots(2, len(recipes), figsize=(3.6 * len(recipes), 7.0), squeeze=False, sharex="col")
+    legend: dict[str, Any] = {}
     for j, recipe in enumerate(recipes):
         t = trajectories[recipe]
         x = _x(t["steps"])
         ax = axes[0, j]
-        _band(ax, x, _rows(t["lambda_max"]), "#4C72B0", "λmax, probe set")
-        _band(ax, x, _rows(t["minibatch_mean"]), "#DD8452", "λmax, one batch", ls="--")
+        n = _band(ax, x, _rows(t["lambda_max"]), "#4C72B0", "λmax, probe set")
+        n_batch = _band(ax, x, _rows(t["minibatch_mean"]), "#DD8452", "λmax of one training batch (mean over batches)",
+                        ls="--")
+        name = "no threshold derived"
         if t.get("threshold") and t["threshold"][-1] is not None:
             thr = np.array([np.nan if v is None else v for v in t["threshold"]], dtype=float)
-            name = ("(2+2β₁)/((1−β₁)η)" if RECIPES[recipe].optimizer == "adam" else
-                    "2/η" if RECIPES[recipe].momentum == 0 else "(2+2β)/η")
-            ax.plot(x, thr, color="black", ls=":", lw=1.5, label=f"threshold {name}")
+            name = ("threshold (2+2β₁)/((1−β₁)η)" if RECIPES[recipe].optimizer == "adam" else
+                    "threshold 2/η" if RECIPES[recipe].momentum == 0 else "threshold (2+2β)/η")
+            ax.plot(x, thr, color="black", ls=":", lw=1.5, label="the optimiser's stability threshold")
         if "preconditioned" in t:
-            _band(ax, x, _rows(t["preconditioned"]), "#C44E52", "λmax(P⁻¹H)")
+            _band(ax, x, _rows(t["preconditioned"]), "#C44E52", "λmax(P⁻¹H), Adam's preconditioned sharpness")
         log_axis(ax, "x")
         log_axis(ax, "y")
-        ax.set_title(t["label"], fontsize=10)
-        ax.legend(fontsize=7, loc="best")
+        runs = f"{n} runs" + (f" ({n_batch} with batch λmax)" if n_batch and n_batch != n else "")
+        ax.set_title(f"{t['label']}\n{name}; {runs}", fontsize=9)
         if j == 0:
             ax.set_ylabel("eigenvalue")
         bx = axes[1, j]
-        _band(bx, x, _rows(t["train_loss"]), "#55A868", "train loss (probe set)")
+        _band(bx, x, _rows(t["train_loss"]), "#55A868", "train loss (probe set, left axis)")
         log_axis(bx, "x")
         log_axis(bx, "y")
         bx.set_xlabel("optimiser step (step 0 drawn at 0.5)")
         tx = bx.twinx()
-        _band(tx, x, _rows(t["trace"]), "#8172B3", "tr(H)", ls="--")
+        _band(tx, x, _rows(t["trace"]), "#8172B3", "tr(H) (right axis)", ls="--")
         tx.grid(False)
         tx.set_ylabel("tr(H)", color="#8172B3")
-        lines = bx.get_legend_handles_labels()
-        more = tx.get_legend_handles_labels()
-        bx.legend(lines[0] + more[0], lines[1] + more[1], fontsize=7, loc="lower left")
         if j == 0:
             bx.set_ylabel("cross-entropy")
-    fig.suptitle(f"{label(arch)}: sharpness along training against the stability threshold ({BAND_NOTE})", fontsize=11)
-    fig.tight_layout()
+        for a in (ax, bx, tx):
+            for handle, text in zip(*a.get_legend_handles_labels()):
+                legend.setdefault(text, handle)
+    fig.legend(list(legend.values()), list(legend.keys()), loc="lower center", ncol=3, fontsize=8, frameon=False)
+    fig.suptitle(f"{label(arch)}: sharpness along training against the stability threshold (lines: geometric mean "
+                 f"over runs; {LOG_BAND_NOTE})", fontsize=11)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
     return fig
 
 
@@ -387,7 +404,10 @@ def kendall_text(results: Mapping[str, Mapping[str, Mapping[str, Any]]], what: s
         parts.append("sharper runs had larger gaps for " + ", ".join(pos))
     if neg:
         parts.append("sharper runs had *smaller* gaps for " + ", ".join(neg))
-    return f"Over {n} {what}, " + "; ".join(parts) + " (95% intervals of Kendall τ exclude 0); the other pairs are not resolved."
+    total = sum(len(bg) for bg in results.values())
+    rest = ("; the other pairs are not resolved" if len(pos) + len(neg) < total else
+            "; every pair is resolved")
+    return f"Over {n} {what}, " + "; ".join(parts) + f" (95% intervals of Kendall τ exclude 0){rest}."
 
 
 # ------------------------------------------------------------------------------ the write-up's protocol

@@ -110,8 +110,9 @@ def dynamics_sentence(cfg) -> str:
            f"sizes η with 2/η = {_list(cfg.eos_multiples)} × λ0 (λ0: λmax at initialisation), {cfg.eos_steps:,} steps, "
            f"λmax every {cfg.eos_every} steps." if cfg.eos_archs else "No edge-of-stability runs in this profile.")
     return (f"Dynamics: every training run saves {cfg.trajectory_points} snapshots at log-spaced steps; at each, λmax on "
-            f"the {cfg.probe_train_size:,} probe images (Lanczos warm-started from the previous snapshot's top eigenvector, "
-            f"tolerance {cfg.lanczos_tol:g}), tr(H) (Hutchinson, {cfg.trajectory_trace_probes} probes), the mini-batch "
+            f"the {cfg.probe_train_size:,} probe images (Lanczos warm-started from the previous snapshot's top two Ritz "
+            f"vectors, tolerance {cfg.lanczos_tol:g}), tr(H) (Hutch++ with that Lanczos basis as sketch, "
+            f"{cfg.trajectory_trace_probes} probes), the mini-batch "
             f"sharpness (mean λmax over {cfg.minibatch_batches} training batches of {cfg.batch_size}, tolerance "
             f"{cfg.minibatch_tol:g}) and, for Adam, λmax(P⁻¹H). Protocol study: the study's optimiser on seeds "
             f"{_list(cfg.seeds)}; {_list(others) if others else 'no other recipe'} on seeds {_list(cfg.protocol_seeds)}; λmax "

@@ -13,6 +13,7 @@ unit of a section, which is what a notebook opened in JupyterLab calls.
 
 from __future__ import annotations
 
+import copy
 import fcntl
 import json
 import time
@@ -84,6 +85,17 @@ def _on_device(model: nn.Module, cfg) -> nn.Module:
     return model
 
 
+def for_hvps(model: nn.Module) -> nn.Module:
+    """``model`` itself, or for a convolutional model a copy in the default (contiguous) layout,
+    for work made of Hessian-vector products: channels_last speeds forward passes but slows
+    double backward (ReLU's and max-pool's double backward dominate it there). One HVP over the 512-image probe set on the CNN:
+    0.067 s contiguous against 0.092 s channels_last; residual CNN 0.080 against 0.103. The
+    caller's model is left as it is."""
+    if not any(isinstance(m, nn.Conv2d) for m in model.modules()):
+        return model
+    return copy.deepcopy(model).to(memory_format=torch.contiguous_format)
+
+
 def _run(arch: str, seed: int, cfg, progress: bool = False) -> Run:
     return train_or_load(cfg.train_config(arch, seed), progress=progress)
 
@@ -132,16 +144,17 @@ def connectivity_job(arch: str, pair: tuple[RunId, RunId], cfg, upstream: dict[s
     a, b = pair
     probe = probe_data(cfg)
     runs = [train_or_load(cfg.run_config(arch, r)) for r in (a, b)]
-    train = _training_images(cfg, runs[0]) if pair_kind(pair) == "independent" else None
+    train = training_images(cfg, runs[0].config) if pair_kind(pair) == "independent" else None
     return {"probe_data": probe.to_dict(),
             **connectivity_of(arch, runs[0], runs[1], probe, cfg, train_data=train, names=(run_name(a), run_name(b)))}
 
 
-def _training_images(cfg, run: Run) -> tuple[torch.Tensor, torch.Tensor]:
-    """The images the runs trained on (all 60,000, or the run's seeded subset), on the device."""
+def training_images(cfg, config) -> tuple[torch.Tensor, torch.Tensor]:
+    """The images a run of :class:`~landscape_utils.study.config.TrainConfig` ``config`` trains on
+    (all 60,000, or its seeded subset), on the study's device."""
     split = load_mnist().train
-    if run.config.train_size is not None:
-        split = probe_subset(split, run.config.train_size, run.config.subset_seed)
+    if config.train_size is not None:
+        split = probe_subset(split, config.train_size, config.subset_seed)
     return split.x.to(cfg.device), split.y.to(cfg.device)
 
 
@@ -229,6 +242,7 @@ def curvature_of(model: nn.Module, probe: ProbeData, cfg, density: bool = False)
     trace probes) from ``curvature_seed + 1``, so that they are independent of the Krylov basis
     (which unbiased deflation needs)."""
     data = probe.train.data
+    model = for_hvps(model)
     ends = lanczos_extremes(model, LOSS, data, _generator(cfg.curvature_seed), k=cfg.lanczos_k, tol=cfg.lanczos_tol,
                             criterion="gap", smallest_tol=cfg.smallest_tol)
     top, bottom = ends.top, ends.smallest

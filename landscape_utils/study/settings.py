@@ -55,8 +55,8 @@ class StudyConfig:
     Optimisation dynamics (one unit per architecture, setting and seed; see :meth:`dynamics_cells`):
         trajectory_points: parameter snapshots saved with every training run, at log-spaced steps
             from initialisation to the end; at each, λmax (Lanczos warm-started from the previous
-            snapshot's top eigenvector, tolerance lanczos_tol), tr(H) (Hutchinson,
-            trajectory_trace_probes probes), the mini-batch sharpness (mean λmax of
+            snapshot's top two Ritz vectors, tolerance lanczos_tol), tr(H) (Hutch++ with that
+            Lanczos basis as sketch, trajectory_trace_probes probes), the mini-batch sharpness (mean λmax of
             minibatch_batches training batches of batch_size, tolerance minibatch_tol) and, for Adam,
             the preconditioned sharpness λmax(P⁻¹H); random draws from dynamics_seed.
         optimizers: the protocol study's recipes (keys of ``recipes.RECIPES``; "study" is the study's
@@ -138,7 +138,7 @@ class StudyConfig:
     adaptive_rho: float = 0.05
     adaptive_steps: int = 10
     eos_archs: tuple[str, ...] = ("mlp", "cnn")
-    eos_size: int = 500
+    eos_size: int = 1000
     eos_multiples: tuple[float, ...] = (0.98, 1.06, 1.15)
     eos_steps: int = 800
     eos_every: int = 20
