@@ -42,22 +42,22 @@ def _rows(values: Sequence[Sequence[float | None]]) -> np.ndarray:
 LOG_BAND_NOTE = "band: 95% t-interval of the geometric mean over runs"
 
 
-def _band(ax, x, values: np.ndarray, color: str, name: str, ls: str = "-") -> int:
+def _band(ax, x, values: np.ndarray, color: str, name: str, ls: str = "-") -> tuple[int, float]:
     """Geometric mean over runs (rows) with its band; a point where any run lacks a value, or is
-    not positive, is left out. Returns the number of runs drawn."""
+    not positive, is left out. Returns the number of runs drawn and the largest mean."""
     if values.size == 0:
-        return 0
+        return 0, 0.0
     with np.errstate(invalid="ignore"):
         values = values[:, ~(np.isnan(values) | (values <= 0)).any(axis=0)]
     if values.shape[1] == 0:
-        return 0
+        return 0, 0.0
     if values.shape[0] >= 2:
         mean, low, high = np.exp(seed_band(np.log(values)))
         ax.fill_between(x[: values.shape[1]], low, high, color=color, alpha=0.2, lw=0)
     else:
         mean = values[0]
     ax.plot(x[: values.shape[1]], mean, color=color, ls=ls, lw=2, label=name)
-    return values.shape[0]
+    return values.shape[0], float(np.max(mean))
 
 
 def plot_trajectories(trajectories: Mapping[str, Mapping[str, Any]], arch: str) -> Figure:
@@ -71,19 +71,26 @@ def plot_trajectories(trajectories: Mapping[str, Mapping[str, Any]], arch: str) 
         t = trajectories[recipe]
         x = _x(t["steps"])
         ax = axes[0, j]
-        n = _band(ax, x, _rows(t["lambda_max"]), "#4C72B0", "λmax, probe set")
-        n_batch = _band(ax, x, _rows(t["minibatch_mean"]), "#DD8452", "λmax of one training batch (mean over batches)",
-                        ls="--")
+        n, top = _band(ax, x, _rows(t["lambda_max"]), "#4C72B0", "λmax, probe set")
+        n_batch, top_batch = _band(ax, x, _rows(t["minibatch_mean"]), "#DD8452",
+                                   "λmax of one training batch (mean over batches)", ls="--")
+        top = max(top, top_batch)
         name = "no threshold derived"
         if t.get("threshold") and t["threshold"][-1] is not None:
             thr = np.array([np.nan if v is None else v for v in t["threshold"]], dtype=float)
+            top = max(top, float(np.nanmax(thr)))
             name = ("threshold (2+2β₁)/((1−β₁)η)" if RECIPES[recipe].optimizer == "adam" else
                     "threshold 2/η" if RECIPES[recipe].momentum == 0 else "threshold (2+2β)/η")
             ax.plot(x, thr, color="black", ls=":", lw=1.5, label="the optimiser's stability threshold")
         if "preconditioned" in t:
-            _band(ax, x, _rows(t["preconditioned"]), "#C44E52", "λmax(P⁻¹H), Adam's preconditioned sharpness")
+            top = max(top, _band(ax, x, _rows(t["preconditioned"]), "#C44E52",
+                                 "λmax(P⁻¹H), Adam's preconditioned sharpness")[1])
         log_axis(ax, "x")
         log_axis(ax, "y")
+        # A band over 3 runs can span decades (Adam's first steps, where some coordinates have seen
+        # almost no gradient): the axis stops at 10x the largest line, and the band is cut there.
+        if top > 0 and ax.get_ylim()[1] > 10 * top:
+            ax.set_ylim(top=10 * top)
         runs = f"{n} runs" + (f" ({n_batch} with batch λmax)" if n_batch and n_batch != n else "")
         ax.set_title(f"{t['label']}\n{name}; {runs}", fontsize=9)
         if j == 0:
