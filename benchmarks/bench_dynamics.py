@@ -8,7 +8,7 @@
 2. ``layout``: one HVP over the 512-image probe set on a channels_last model against a contiguous
    copy (:func:`landscape_utils.study.jobs.for_hvps`), CNN and residual CNN, interleaved, median
    over repeats, in units of one gradient on the channels_last model; ratio channels_last /
-   contiguous.
+   contiguous. This and ``warm_start`` run under the jobs' settings (one thread, freed memory kept).
 3. ``warm_start``: λmax at the 20 log-spaced snapshots of one CNN training run (1 epoch on 16,384
    images, batch 64, SGD momentum 0.9, lr 0.01) at the study's tolerance (1e-4, gap rule): HVPs
    per snapshot from a random start (cold), from the previous snapshot's top eigenvector (v₁), and
@@ -126,7 +126,7 @@ def _layout(quick: bool) -> dict:
 def _warm_start(quick: bool) -> dict:
     from landscape_utils.probes.lanczos import lanczos_top_eigs
     from landscape_utils.study.data import load_mnist, probe_subset
-    from landscape_utils.study.dynamics import WARM_SECOND
+    from landscape_utils.study.dynamics import WARM_SECOND, warm_start_vector
     from landscape_utils.study.jobs import for_hvps
     from landscape_utils.study.models import build_model
     from landscape_utils.study.training import checkpoint_steps
@@ -164,9 +164,7 @@ def _warm_start(quick: bool) -> dict:
                                    criterion="gap", start=starts[name], keep_basis=True)
             hvps[name].append(res.n_hvp)
             worst[name] = max(worst[name], abs(res.eigenvalues[0] - cold.eigenvalues[0]) / cold.eigenvalues[0])
-            _, S = np.linalg.eigh(res.basis.tridiagonal())
-            v = torch.as_tensor(S[:, ::-1][:, :2].copy(), dtype=res.basis.vectors.dtype).T @ res.basis.vectors
-            starts[name] = v[0] if name == "v1" else v[0] + WARM_SECOND * v[1]
+            starts[name] = warm_start_vector(res.basis, second=0.0 if name == "v1" else WARM_SECOND)
     # Snapshot 0 starts cold in every scheme: the means are over the later ones.
     return {"snapshots": len(snaps), "train_steps": steps, "hvps": hvps,
             "mean_hvps_after_first": {k: float(np.mean(v[1:])) for k, v in hvps.items()},
@@ -174,7 +172,9 @@ def _warm_start(quick: bool) -> dict:
 
 
 def run(quick: bool = False) -> dict:
-    torch.set_num_threads(1)
+    from landscape_utils.study.runtime import configure_job_runtime
+
+    configure_job_runtime()  # layout and warm start under the jobs' settings (the allocator runs its own processes)
     return {"allocator": _allocator(quick), "layout": _layout(quick), "warm_start": _warm_start(quick)}
 
 

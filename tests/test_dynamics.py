@@ -227,7 +227,7 @@ def test_the_trajectorys_two_vector_warm_start_and_trace_across_a_crossing(angle
     # The same crossing through the study's snapshot step (v₁ + 0.3·v₂ start, Hutch++ on the basis).
     from types import SimpleNamespace
 
-    from landscape_utils.study.dynamics import top_and_trace
+    from landscape_utils.study.dynamics import top_and_trace, warm_start_vector
 
     m1, m2, d2 = _crossing(angle)
     data, cfg = (torch.zeros(1), torch.zeros(1)), SimpleNamespace(lanczos_tol=1e-8, trajectory_trace_probes=4)
@@ -235,6 +235,8 @@ def test_the_trajectorys_two_vector_warm_start_and_trace_across_a_crossing(angle
     first, _, start = top_and_trace(m1, data, cfg, gl, gt, loss_fn=_quad_loss(m1))
     # The start holds both top directions: e0 (λ 5) with weight 1, e1 (λ 4.9) with weight 0.3.
     torch.testing.assert_close(start.abs()[:2], torch.tensor([1.0, 0.3], dtype=torch.float64), atol=1e-6, rtol=0)
+    alone = warm_start_vector(first.basis, second=0.0)  # v₁ only: e0
+    torch.testing.assert_close(alone.abs(), torch.eye(12, dtype=torch.float64)[0], atol=1e-6, rtol=0)
     top, trace, _ = top_and_trace(m2, data, cfg, gl, gt, start=start, loss_fn=_quad_loss(m2))
     assert first.eigenvalues[0] == pytest.approx(5.0, rel=1e-8) and top.eigenvalues[0] == pytest.approx(5.0, rel=1e-7)
     assert trace.method == "hutch++ (lanczos basis)"

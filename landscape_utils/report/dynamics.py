@@ -91,7 +91,7 @@ def plot_trajectories(trajectories: Mapping[str, Mapping[str, Any]], arch: str) 
         # almost no gradient): the axis stops at 10x the largest line, and the band is cut there.
         if top > 0 and ax.get_ylim()[1] > 10 * top:
             ax.set_ylim(top=10 * top)
-        runs = f"{n} runs" + (f" ({n_batch} with batch λmax)" if n_batch and n_batch != n else "")
+        runs = f"{n} run{'s' if n != 1 else ''}" + (f" ({n_batch} with batch λmax)" if n_batch and n_batch != n else "")
         ax.set_title(f"{t['label']}\n{name}; {runs}", fontsize=9)
         if j == 0:
             ax.set_ylabel("eigenvalue")

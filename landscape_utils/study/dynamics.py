@@ -19,10 +19,11 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..probes.lanczos import EigResult, lanczos_top_eigs
+from ..probes.lanczos import EigResult, KrylovBasis, lanczos_top_eigs
 from ..probes.power import power_iteration_top_eig
 from ..probes.flatness import perturbation_loss_changes
 from ..probes.spectrum import hutchpp_lanczos_trace
@@ -99,18 +100,20 @@ def top_and_trace(model: nn.Module, data, cfg, g_lanczos: torch.Generator, g_tra
         ``(top, trace, next_start)``: the :class:`EigResult`, the deflated
         :class:`~landscape_utils.probes.spectrum.TraceResult` and a flat vector.
     """
-    import numpy as np
-
     top = lanczos_top_eigs(model, loss_fn, data, g_lanczos, tol=cfg.lanczos_tol, criterion="gap", start=start,
                            keep_basis=True)
     trace, _ = hutchpp_lanczos_trace(model, loss_fn, data, g_trace, top.basis, n_probes=cfg.trajectory_trace_probes)
-    # The top two Ritz vectors of the stopped run: T's eigenvectors mapped through Q (T is block
-    # diagonal after a restart, which eigh handles as it is).
-    _, S = np.linalg.eigh(top.basis.tridiagonal())  # ascending; columns (m,)
-    Q = top.basis.vectors  # (m, P)
+    return top, trace, warm_start_vector(top.basis)
+
+
+def warm_start_vector(basis: KrylovBasis, second: float = WARM_SECOND) -> Tensor:
+    """v₁ + ``second``·v₂ from a stopped Lanczos run's top two Ritz vectors (v₁ alone when the basis
+    has one vector or ``second`` is 0): the start for the next, nearby θ."""
+    # T's eigenvectors mapped through Q (T is block diagonal after a restart; eigh takes it as it is).
+    _, S = np.linalg.eigh(basis.tridiagonal())  # ascending; columns (m,)
+    Q = basis.vectors  # (m, P)
     v = torch.as_tensor(S[:, ::-1][:, :2].copy(), dtype=Q.dtype).T @ Q  # (≤2, P)
-    nxt = v[0] + WARM_SECOND * v[1] if v.shape[0] > 1 else v[0]
-    return top, trace, nxt
+    return v[0] + second * v[1] if v.shape[0] > 1 and second else v[0]
 
 
 def _threshold(config, lr: float) -> float | None:
